@@ -1,0 +1,193 @@
+"""Run configuration: typed objects loaded from YAML, every key overridable with ``--set``.
+
+Unknown keys are errors (a typo must not silently fall back to a default), and the resolved
+config is saved in every run folder so a run can be repeated exactly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Optional, Sequence
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from medsight.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SyntheticConfig(_Strict):
+    """The built-in synthetic chest-CT nodule set (see ``medsight.data.synthetic``)."""
+
+    n_train: int = Field(600, ge=4)
+    n_val: int = Field(150, ge=2)
+    n_test: int = Field(200, ge=2)
+    size: int = Field(64, ge=32)
+    nodule_fraction: float = Field(0.5, gt=0, lt=1)
+    seed: int = 0  # the data's own seed, independent of the training seed
+
+
+class DataConfig(_Strict):
+    dataset: Literal["synthetic", "medmnist", "manifest", "folder"] = "synthetic"
+    path: Optional[Path] = None  # .npz, manifest CSV or folder; unused for synthetic
+    split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    bad_files: Literal["fail", "skip"] = "fail"
+    require_deidentified: bool = False
+    synthetic: SyntheticConfig = SyntheticConfig()
+
+    @model_validator(mode="after")
+    def _needs_path(self) -> "DataConfig":
+        if self.dataset != "synthetic" and self.path is None:
+            raise ValueError(f"data.path is required for data.dataset={self.dataset!r}")
+        if abs(sum(self.split_fractions) - 1.0) > 1e-6:
+            raise ValueError("data.split_fractions must sum to 1")
+        return self
+
+
+class WindowConfig(_Strict):
+    """CT window: a named preset or an explicit level/width in HU."""
+
+    preset: Optional[Literal["lung", "mediastinum", "abdomen", "brain", "bone"]] = None
+    level: Optional[float] = None
+    width: Optional[float] = Field(None, gt=0)
+
+
+class AugmentConfig(_Strict):
+    rotate_degrees: float = Field(0.0, ge=0, le=180)
+    flip: list[int] = Field(default_factory=list)  # spatial axes to flip at random
+    zoom: float = Field(0.0, ge=0, lt=1)  # +/- fraction
+    intensity_shift: float = Field(0.0, ge=0)  # +/- offset on the normalised image
+    contrast: float = Field(0.0, ge=0, lt=1)  # gamma in [1-c, 1+c]
+    noise_std: float = Field(0.0, ge=0)
+    prob: float = Field(0.5, ge=0, le=1)
+
+    @property
+    def enabled(self) -> bool:
+        return any([self.rotate_degrees, self.flip, self.zoom, self.intensity_shift,
+                    self.contrast, self.noise_std])
+
+
+class TransformConfig(_Strict):
+    spatial_size: Optional[list[int]] = None  # resize to this; None keeps the size
+    spacing: Optional[list[float]] = None  # resample to this spacing (mm) first
+    intensity: Literal["window", "zscore", "scale01", "none"] = "scale01"
+    # scale01 maps this fixed range to [0, 1] (e.g. [0, 255] for 8-bit photos); None: per image
+    intensity_range: Optional[tuple[float, float]] = None
+    window: WindowConfig = WindowConfig()
+    channels: Optional[int] = Field(None, ge=1, le=4)  # None: as the data come
+    augment: AugmentConfig = AugmentConfig()
+
+
+class ModelConfig(_Strict):
+    name: str = "simple-cnn"
+    spatial_dims: int = Field(2, ge=2, le=3)
+    options: dict[str, Any] = Field(default_factory=dict)  # passed to the model factory
+
+
+class EarlyStoppingConfig(_Strict):
+    patience: int = Field(0, ge=0)  # 0 disables early stopping
+    min_delta: float = 0.0
+
+
+class TrainConfig(_Strict):
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(64, ge=1)
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    schedule: Literal["cosine", "step", "none"] = "cosine"
+    warmup_epochs: int = Field(0, ge=0)
+    step_size: int = Field(10, ge=1)
+    gamma: float = Field(0.1, gt=0, le=1)
+    class_weights: Literal["balanced", "none"] = "none"
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    monitor: str = "val_auc"  # a key of the validation log; "val_loss" is minimised
+    early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    channels_last: bool = True
+    threads: Optional[int] = Field(None, ge=1)  # None: the cores this process may use
+    seed: int = 0
+
+
+class EvaluationConfig(_Strict):
+    threshold: float = Field(0.5, gt=0, lt=1)
+    target_sensitivity: Optional[float] = Field(None, gt=0, le=1)
+    n_bootstrap: int = Field(1000, ge=0)
+
+
+class RunConfig(_Strict):
+    name: str = "run"
+    data: DataConfig = DataConfig()
+    transforms: TransformConfig = TransformConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+
+
+def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> RunConfig:
+    """Read a YAML config (or start from defaults) and apply ``key=value`` overrides."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({_first_line(exc)})") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+        raw = _resolve_paths(raw, path.parent)
+    for item in overrides:
+        apply_override(raw, item)
+    return config_from_dict(raw, source=str(path) if path else "defaults")
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "config") -> RunConfig:
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise ConfigError(f"{source}: {where}: {err['msg']}") from None
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """Apply ``a.b.c=value`` to a nested dict; the value is parsed as YAML (numbers, lists)."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected key=value, e.g. train.lr=0.01")
+    key, value = item.split("=", 1)
+    parts = key.strip().split(".")
+    node = raw
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {item!r}: {part} is not a section")
+    try:
+        node[parts[-1]] = yaml.safe_load(value)
+    except yaml.YAMLError:
+        node[parts[-1]] = value
+
+
+def save_config(cfg: RunConfig, path: str | Path) -> None:
+    from medsight.utils.atomic import write_text
+
+    write_text(path, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+
+
+def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Relative data paths in a config file are relative to the file, not the shell."""
+    data = raw.get("data")
+    if isinstance(data, dict) and isinstance(data.get("path"), str):
+        p = Path(data["path"])
+        if not p.is_absolute() and not p.exists() and (base / p).exists():
+            data["path"] = str(base / p)
+    return raw
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -1,0 +1,1 @@
+"""Data sets, patient-level splits and the built-in synthetic set."""

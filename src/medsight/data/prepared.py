@@ -1,0 +1,92 @@
+"""Deterministic preprocessing done once per run: items in, stacked tensors out.
+
+Random augmentation then works on these tensors batch by batch, so the expensive part
+(reading, resampling, windowing) is never repeated per epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from monai.transforms import Compose
+
+from medsight.config import RunConfig
+from medsight.data.types import Item, SplitData
+from medsight.errors import InputFileError, MedsightError
+from medsight.io.image import spacing_of
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PreparedSplit:
+    """One split ready for the model: images ``(N, C, *spatial)``, integer labels ``(N,)``."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    ids: list[str]
+    sources: list[str]
+    masks: torch.Tensor | None = None
+    source_spacings: list[tuple[float, ...]] | None = None  # before resampling
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def prepare_items(items: list[Item], preprocess: Compose, spatial_dims: int,
+                  mask_key: str | None = None) -> PreparedSplit:
+    """Apply ``preprocess`` to loaded items and stack them (all must end up one shape)."""
+    if not items:
+        raise MedsightError("no items to prepare (empty split)")
+    images, masks, sources, spacings = [], [], [], []
+    for item in items:
+        source = str(item["image"].meta.get("source", item.get("id", "?")))
+        ndim = item["image"].ndim - 1
+        if ndim != spatial_dims:
+            raise InputFileError(source, f"is a {ndim}D image of shape {tuple(item['image'].shape[1:])}, "
+                                         f"but the model is {spatial_dims}D (model.spatial_dims)")
+        spacings.append(spacing_of(item["image"]))
+        keys = {"image": item["image"]}
+        if mask_key:
+            keys[mask_key] = item[mask_key]
+        out = preprocess(keys)
+        images.append(out["image"].as_tensor() if hasattr(out["image"], "as_tensor") else out["image"])
+        if mask_key:
+            masks.append(torch.as_tensor(out[mask_key]))
+        sources.append(source)
+    shapes = {tuple(x.shape) for x in images}
+    if len(shapes) > 1:
+        a, b = sorted(shapes)[:2]
+        raise MedsightError(f"images have different shapes after preprocessing (e.g. {a} and {b}); "
+                            "set transforms.spatial_size (and transforms.channels)")
+    return PreparedSplit(
+        images=torch.stack(images).float(),
+        labels=torch.tensor([int(it.get("label", -1)) for it in items], dtype=torch.long),
+        ids=[str(it.get("id", i)) for i, it in enumerate(items)],
+        sources=sources,
+        masks=torch.stack(masks) if mask_key else None,
+        source_spacings=spacings,
+    )
+
+
+def prepare_data(data: SplitData, cfg: RunConfig, splits: Sequence[str],
+                 channels: int | None = None) -> tuple[dict[str, PreparedSplit], int]:
+    """Load (bad-file policy applied) and preprocess the named splits once."""
+    from medsight.data.loading import load_items
+    from medsight.transforms import preprocessing
+
+    prepared: dict[str, PreparedSplit] = {}
+    for split in splits:
+        items, skipped = load_items(data.split(split), policy=cfg.data.bad_files,
+                                    require_deidentified=cfg.data.require_deidentified)
+        data.skipped.extend(skipped)
+        if not items:
+            raise MedsightError(f"the {split} split is empty" + (f" ({len(skipped)} files skipped)" if skipped else ""))
+        if channels is None:
+            channels = cfg.transforms.channels or int(items[0]["image"].shape[0])
+        pre = preprocessing(cfg.transforms, cfg.model.spatial_dims, channels)
+        prepared[split] = prepare_items(items, pre, cfg.model.spatial_dims)
+    return prepared, int(channels)

@@ -1,0 +1,69 @@
+"""Data sets by name: ``build_dataset(cfg.data)`` returns the items of every split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from medsight.config import DataConfig
+from medsight.data.types import SplitData
+from medsight.errors import ConfigError
+
+
+def _synthetic(cfg: DataConfig, seed: int) -> SplitData:
+    from medsight.data.synthetic import synthetic_dataset
+
+    s = cfg.synthetic
+    return synthetic_dataset(s.n_train, s.n_val, s.n_test, s.size, s.nodule_fraction, s.seed)
+
+
+def _medmnist(cfg: DataConfig, seed: int) -> SplitData:
+    from medsight.data.medmnist import medmnist_dataset
+
+    return medmnist_dataset(_existing(cfg.path))
+
+
+def _manifest(cfg: DataConfig, seed: int) -> SplitData:
+    from medsight.data.manifest import manifest_dataset
+
+    return manifest_dataset(_existing(cfg.path), seed=seed, fractions=cfg.split_fractions)
+
+
+def _folder(cfg: DataConfig, seed: int) -> SplitData:
+    from medsight.data.folder import folder_dataset
+
+    return folder_dataset(_existing(cfg.path), seed=seed, fractions=cfg.split_fractions)
+
+
+DATASETS: dict[str, Callable[[DataConfig, int], SplitData]] = {
+    "synthetic": _synthetic,
+    "medmnist": _medmnist,
+    "manifest": _manifest,
+    "folder": _folder,
+}
+
+
+def build_dataset(cfg: DataConfig, seed: int = 0) -> SplitData:
+    """Items for every split of the configured data set (images may still be paths)."""
+    try:
+        factory = DATASETS[cfg.dataset]
+    except KeyError:
+        raise ConfigError(f"unknown data set {cfg.dataset!r}; known: {', '.join(DATASETS)}") from None
+    return factory(cfg, seed)
+
+
+def dataset_kind(path: Path) -> str:
+    """Guess the data set kind of a path given on the command line (``--data``)."""
+    if path.is_dir():
+        return "folder"
+    if path.suffix.lower() == ".npz":
+        return "medmnist"
+    if path.suffix.lower() in (".csv", ".tsv"):
+        return "manifest"
+    raise ConfigError(f"{path}: cannot tell the data set kind; use a .npz, a manifest .csv or a folder")
+
+
+def _existing(path: Path | None) -> Path:
+    if path is None or not Path(path).exists():
+        raise ConfigError(f"{path}: data path not found")
+    return Path(path)

@@ -1,0 +1,93 @@
+"""``medsight evaluate``: a run's model on a split, with CIs, plots and an HTML report.
+
+Writes into the run folder (or ``out_dir``): ``metrics.json``, ``cases_<split>.csv`` (one row
+per case with its probabilities, so the report can be rebuilt) and ``report.html``. With a
+target sensitivity the threshold is chosen on the validation split and saved as
+``decision.json`` in the run folder, where ``predict`` picks it up.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from medsight.data.prepared import prepare_data
+from medsight.data.registry import build_dataset, dataset_kind
+from medsight.errors import ConfigError, MedsightError
+from medsight.evaluation.classification import classification_metrics, threshold_for_sensitivity
+from medsight.evaluation.run_report import write_run_report
+from medsight.inference.load import load_run
+from medsight.inference.probabilities import predict_probabilities
+from medsight.utils.atomic import write_json, write_text
+
+log = logging.getLogger(__name__)
+METRICS_FILE = "metrics.json"
+
+
+def evaluate_run(run: Path, split: str = "test", data: Path | None = None,
+                 target_sensitivity: float | None = None, threshold: float | None = None,
+                 out_dir: Path | None = None) -> dict:
+    loaded = load_run(run)
+    cfg = loaded.inference_config()
+    if data is not None:
+        cfg.data = cfg.data.model_copy(update={"dataset": dataset_kind(Path(data)), "path": Path(data)})
+    dataset = build_dataset(cfg.data, cfg.train.seed)
+    names = loaded.class_names
+    if dataset.class_names != names:
+        raise MedsightError(f"{data or cfg.data.path}: classes {dataset.class_names} do not match "
+                            f"the model's {names}")
+    binary = len(names) == 2
+    target_sensitivity = target_sensitivity or cfg.evaluation.target_sensitivity
+    if target_sensitivity is not None and not binary:
+        raise ConfigError("--target-sensitivity applies to binary tasks only")
+    splits = [split] + (["val"] if target_sensitivity is not None and split != "val" else [])
+    prepared, _ = prepare_data(dataset, cfg, splits, channels=int(loaded.plan["in_channels"]))
+
+    def probabilities(name: str) -> tuple[np.ndarray, np.ndarray]:
+        part = prepared[name]
+        return part.labels.numpy(), predict_probabilities(loaded.model, part.images, loaded.runtime)
+
+    y, probs = probabilities(split)
+    source = "default"
+    thr = cfg.evaluation.threshold
+    if threshold is not None:
+        thr, source = threshold, "given"
+    elif target_sensitivity is not None:
+        y_val, p_val = probabilities("val")
+        thr = threshold_for_sensitivity(y_val, p_val[:, 1], target_sensitivity)
+        source = f"val split, target sensitivity {target_sensitivity:g}"
+        write_json(Path(run) / "decision.json", {"threshold": thr, "target_sensitivity": target_sensitivity,
+                                                 "chosen_on": "val"})
+    metrics = classification_metrics(y, probs, names, threshold=thr if binary else None,
+                                     n_bootstrap=cfg.evaluation.n_bootstrap, seed=cfg.train.seed)
+    metrics.update({"split": split, "data": str(data or cfg.data.path or cfg.data.dataset),
+                    "threshold_source": source if binary else "argmax", "model": cfg.model.name,
+                    "skipped_files": len(dataset.skipped)})
+    out = Path(out_dir) if out_dir is not None else Path(run)
+    write_json(out / METRICS_FILE, metrics)
+    write_cases(out / f"cases_{split}.csv", prepared[split].ids, prepared[split].sources, y, probs, names)
+    write_run_report(out, Path(run))
+    return metrics
+
+
+def write_cases(path: Path, ids: list[str], sources: list[str], y: np.ndarray, probs: np.ndarray,
+                names: list[str]) -> None:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["id", "source", "label", *[f"p[{n}]" for n in names]])
+    for row in zip(ids, sources, y.tolist(), probs.tolist()):
+        writer.writerow([row[0], row[1], row[2], *[f"{p:.6f}" for p in row[3]]])
+    write_text(path, buf.getvalue())
+
+
+def read_cases(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    y = np.array([int(r["label"]) for r in rows])
+    p_cols = [k for k in rows[0] if k.startswith("p[")] if rows else []
+    probs = np.array([[float(r[k]) for k in p_cols] for r in rows])
+    return y, probs

@@ -1,0 +1,67 @@
+"""The run report: one self-contained HTML page rebuilt from the files of a run folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from medsight.evaluation import plots
+from medsight.evaluation.report import HtmlReport
+from medsight.training.history import read_history
+
+REPORT_FILE = "report.html"
+SUMMARY_KEYS = ["auc", "accuracy", "balanced_accuracy", "sensitivity", "specificity",
+                "precision", "f1", "ece", "brier"]
+
+
+def write_run_report(out_dir: Path, run_dir: Path, predictions: list[dict] | None = None) -> Path:
+    """Write ``report.html`` into ``out_dir`` from ``metrics.json``, the case table and the run."""
+    from medsight.evaluation.evaluate import METRICS_FILE, read_cases
+
+    out_dir, run_dir = Path(out_dir), Path(run_dir)
+    metrics = json.loads((out_dir / METRICS_FILE).read_text())
+    plan = json.loads((run_dir / "plan.json").read_text())
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    names = metrics["class_names"]
+    report = HtmlReport(title=f"medsight run: {cfg.get('name', run_dir.name)}")
+
+    report.add_heading("Summary")
+    report.add_table([
+        {"item": "task", "value": plan.get("task", "classification")},
+        {"item": "data", "value": metrics.get("data")},
+        {"item": "split evaluated", "value": f"{metrics.get('split')} (n = {metrics.get('n')})"},
+        {"item": "classes", "value": ", ".join(names)},
+        {"item": "model", "value": f"{cfg['model']['name']} ({plan['spatial_dims']}D, input "
+                                   f"{'x'.join(map(str, plan['input_shape']))}, {plan['in_channels']} channel(s))"},
+        {"item": "decision threshold", "value": f"{metrics.get('threshold')} ({metrics.get('threshold_source')})"},
+    ])
+    report.add_heading(f"Metrics with {metrics.get('ci_level', 0.95):.0%} bootstrap confidence intervals")
+    report.add_metrics_table(metrics, keys=[k for k in SUMMARY_KEYS if k in metrics])
+
+    cases = out_dir / f"cases_{metrics['split']}.csv"
+    if cases.is_file():
+        y, probs = read_cases(cases)
+        thr = metrics.get("threshold") or 0.5
+        report.add_image_grid([
+            ("Confusion matrix", plots.plot_confusion_matrix(metrics["confusion_matrix"], names)),
+            ("ROC curve", plots.plot_roc(y, probs, names, metrics.get("ci", {}).get("auc"), threshold=thr)),
+            ("Precision-recall", plots.plot_precision_recall(y, probs, names, threshold=thr)),
+            ("Calibration", plots.plot_calibration(y, probs, metrics.get("ece"))),
+        ], min_width=440)
+    history = read_history(run_dir)
+    if history:
+        report.add_heading("Training")
+        report.add_image("Training curves", plots.plot_training_curves(history))
+    if predictions:
+        report.add_heading("Diagnoses with Grad-CAM heatmaps")
+        report.add_image_grid([
+            (f"{Path(p['input']).name}: {p['label']} ({p['probabilities'][p['label']]:.2f})",
+             Path(p["heatmap"]).read_bytes()) for p in predictions if p.get("heatmap")])
+    report.add_heading("Data plan")
+    report.add_table([{"item": k, "value": json.dumps(v) if not isinstance(v, str) else v}
+                      for k, v in plan.items()])
+    path = out_dir / REPORT_FILE
+    report.write(path)
+    return path

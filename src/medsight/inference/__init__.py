@@ -1,0 +1,1 @@
+"""Using trained models: probabilities, predictions, Grad-CAM explanations."""

@@ -1,0 +1,71 @@
+"""Load a run folder for use: config, plan, best weights, and the matching preprocessing."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from monai.transforms import Compose
+from torch import nn
+
+from medsight.config import RunConfig, config_from_dict
+from medsight.errors import InputFileError
+from medsight.models import build_model
+from medsight.training.checkpoint import BEST, load_checkpoint
+from medsight.training.run import CONFIG_FILE, PLAN_FILE
+from medsight.training.runtime import Runtime
+from medsight.transforms import preprocessing
+
+
+@dataclass
+class LoadedRun:
+    run_dir: Path
+    cfg: RunConfig
+    plan: dict
+    model: nn.Module
+    runtime: Runtime
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.plan["class_names"])
+
+    @property
+    def spatial_dims(self) -> int:
+        return int(self.plan["spatial_dims"])
+
+    def inference_config(self) -> RunConfig:
+        """The run's config with the trained input size fixed, so any new image is fitted to it."""
+        cfg = self.cfg.model_copy(deep=True)
+        cfg.transforms.spatial_size = list(self.plan["input_shape"])
+        cfg.transforms.channels = int(self.plan["in_channels"])
+        return cfg
+
+    def preprocess(self) -> Compose:
+        cfg = self.inference_config()
+        return preprocessing(cfg.transforms, self.spatial_dims, cfg.transforms.channels)
+
+    def threshold(self) -> float:
+        """Decision threshold: one chosen by ``evaluate --target-sensitivity``, else the config's."""
+        decision = self.run_dir / "decision.json"
+        if decision.is_file():
+            return float(json.loads(decision.read_text())["threshold"])
+        return self.cfg.evaluation.threshold
+
+
+def load_run(run_dir: str | Path, checkpoint: str = BEST) -> LoadedRun:
+    run_dir = Path(run_dir)
+    for name in (CONFIG_FILE, PLAN_FILE):
+        if not (run_dir / name).is_file():
+            raise InputFileError(run_dir, f"not a medsight run folder (no {name})")
+    cfg = config_from_dict(yaml.safe_load((run_dir / CONFIG_FILE).read_text()), str(run_dir / CONFIG_FILE))
+    plan = json.loads((run_dir / PLAN_FILE).read_text())
+    runtime = Runtime.create(cfg.train.precision, cfg.train.channels_last, cfg.train.threads,
+                             plan["spatial_dims"])
+    model = build_model(cfg.model.name, plan["in_channels"], len(plan["class_names"]),
+                        plan["spatial_dims"], **cfg.model.options)
+    state = load_checkpoint(run_dir / "checkpoints" / checkpoint)
+    model.load_state_dict(state["model"])
+    model = runtime.model(model, plan["spatial_dims"]).eval()
+    return LoadedRun(run_dir, cfg, plan, model, runtime)

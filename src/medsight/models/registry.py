@@ -1,0 +1,81 @@
+"""The model registry: a factory per name, with what Grad-CAM and input checks need."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from torch import nn
+
+from medsight.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    factory: Callable[..., nn.Module]  # (in_channels, num_classes, spatial_dims, **options)
+    cam_layer: str  # module name whose activations Grad-CAM explains
+    dims: tuple[int, ...] = (2, 3)
+    min_size: int = 8  # smallest spatial size the net accepts
+    description: str = ""
+
+
+def _simple_cnn(in_channels, num_classes, spatial_dims, **options):
+    from medsight.models.simple_cnn import SimpleCNN
+
+    return SimpleCNN(in_channels, num_classes, spatial_dims, **options)
+
+
+def _resnet(layers: list[int], block: str, small: bool):
+    def factory(in_channels, num_classes, spatial_dims, **options):
+        from monai.networks.nets import ResNet
+
+        width = options.pop("width", 64)
+        stem = {"conv1_t_size": 3, "conv1_t_stride": 1, "no_max_pool": True} if small else {}
+        return ResNet(block=block, layers=layers, block_inplanes=[width, 2 * width, 4 * width, 8 * width],
+                      spatial_dims=spatial_dims, n_input_channels=in_channels,
+                      num_classes=num_classes, **stem, **options)
+
+    return factory
+
+
+def _densenet121(in_channels, num_classes, spatial_dims, **options):
+    from monai.networks.nets import DenseNet121
+
+    return DenseNet121(spatial_dims=spatial_dims, in_channels=in_channels,
+                       out_channels=num_classes, **options)
+
+
+MODELS: dict[str, ModelSpec] = {
+    "simple-cnn": ModelSpec(_simple_cnn, "features", min_size=8,
+                            description="conv-pool-conv-pool-dense, the classic net"),
+    "resnet18-small": ModelSpec(_resnet([2, 2, 2, 2], "basic", small=True), "layer4", min_size=8,
+                                description="ResNet-18 with a 3x3 stem and no early max-pool (MedMNIST 28x28)"),
+    "resnet18": ModelSpec(_resnet([2, 2, 2, 2], "basic", small=False), "layer4", min_size=32,
+                          description="ResNet-18 (MONAI), for inputs of 64 px and up"),
+    "resnet50": ModelSpec(_resnet([3, 4, 6, 3], "bottleneck", small=False), "layer4", min_size=32,
+                          description="ResNet-50 (MONAI), for inputs of 64 px and up"),
+    "densenet121": ModelSpec(_densenet121, "class_layers.relu", min_size=32,
+                             description="DenseNet-121 (MONAI); fails below 32 px"),
+}
+
+
+def model_spec(name: str) -> ModelSpec:
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise ConfigError(f"unknown model {name!r}; known: {', '.join(MODELS)}") from None
+
+
+def build_model(name: str, in_channels: int, num_classes: int, spatial_dims: int = 2,
+                input_size: tuple[int, ...] | None = None, **options: Any) -> nn.Module:
+    """Instantiate a registered net, checking dims and input size first for a clear error."""
+    spec = model_spec(name)
+    if spatial_dims not in spec.dims:
+        raise ConfigError(f"model {name!r} supports {spec.dims}D input, not {spatial_dims}D")
+    if input_size is not None and min(input_size) < spec.min_size:
+        raise ConfigError(f"model {name!r} needs inputs of at least {spec.min_size} px, got "
+                          f"{'x'.join(map(str, input_size))}; set transforms.spatial_size")
+    try:
+        return spec.factory(in_channels, num_classes, spatial_dims, **dict(options))
+    except TypeError as exc:
+        raise ConfigError(f"model {name!r}: bad model.options ({exc})") from None

@@ -1,0 +1,1 @@
+"""Training: a short loop plus small pieces (checkpoints, early stopping, metric log)."""

@@ -1,0 +1,36 @@
+"""The per-epoch metric log (``metrics.jsonl``) and its training-curve plot."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from medsight.utils.atomic import write_bytes, write_text
+
+HISTORY_FILE = "metrics.jsonl"
+CURVES_FILE = "training_curves.png"
+
+
+def write_history(run_dir: Path, history: list[dict]) -> None:
+    """Rewrite the whole log atomically, so it always matches the last checkpoint."""
+    lines = [json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v)
+                         for k, v in row.items()}) for row in history]
+    write_text(Path(run_dir) / HISTORY_FILE, "\n".join(lines) + "\n")
+
+
+def read_history(run_dir: Path) -> list[dict]:
+    path = Path(run_dir) / HISTORY_FILE
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def write_curves(run_dir: Path, history: list[dict]) -> Path | None:
+    if not history:
+        return None
+    from medsight.evaluation.plots import plot_training_curves
+
+    path = Path(run_dir) / CURVES_FILE
+    write_bytes(path, plot_training_curves(history))
+    return path

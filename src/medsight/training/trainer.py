@@ -1,0 +1,129 @@
+"""The training loop, short on purpose; checkpoints, early stopping and logging are pieces.
+
+Every epoch reseeds shuffling, augmentation and dropout from ``(seed, epoch)``, so a run
+resumed from ``last.pt`` ends with the same weights as one that was never interrupted.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Callable, Iterator, Protocol, Sequence
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from medsight.config import TrainConfig
+from medsight.errors import MedsightError
+from medsight.training.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
+from medsight.training.early_stopping import EarlyStopping
+from medsight.training.history import write_history
+from medsight.training.optim import make_optimizer, make_scheduler
+from medsight.training.runtime import Runtime
+
+log = logging.getLogger(__name__)
+EpochCallback = Callable[[int, dict], None]
+
+
+class Task(Protocol):
+    """What the trainer needs from a task (classification, segmentation, ...)."""
+
+    def train_batches(self, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor: ...
+    def validate(self, model: nn.Module, runtime: Runtime) -> dict[str, float]: ...
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    return seed * 1_000_003 + epoch
+
+
+class Trainer:
+    def __init__(self, model: nn.Module, task: Task, cfg: TrainConfig, run_dir: Path,
+                 runtime: Runtime, spatial_dims: int, callbacks: Sequence[EpochCallback] = ()):
+        self.model = runtime.model(model, spatial_dims)
+        self.task, self.cfg, self.run_dir, self.runtime = task, cfg, Path(run_dir), runtime
+        self.optimizer = make_optimizer(self.model, cfg)
+        self.scheduler = make_scheduler(self.optimizer, cfg)
+        self.stopper = EarlyStopping(cfg.monitor, cfg.early_stopping.patience, cfg.early_stopping.min_delta)
+        self.history: list[dict] = []
+        self.callbacks = list(callbacks)
+
+    def fit(self, resume: bool = False) -> list[dict]:
+        start = self._restore() if resume else 0
+        if start:
+            log.info("resuming after epoch %d of %d", start, self.cfg.epochs)
+        for epoch in range(start, self.cfg.epochs):
+            if self.stopper.should_stop:
+                break
+            t0 = time.perf_counter()
+            lr = self.optimizer.param_groups[0]["lr"]
+            train_loss = self._train_epoch(epoch)
+            row = {"epoch": epoch + 1, "train_loss": train_loss,
+                   **self.task.validate(self.model, self.runtime), "lr": lr,
+                   "seconds": round(time.perf_counter() - t0, 3)}
+            self.scheduler.step()
+            improved = self.stopper.update(epoch + 1, row)
+            self.history.append(row)
+            self._checkpoint(epoch + 1, improved)
+            log.info("epoch %d/%d %s%s", epoch + 1, self.cfg.epochs, _fmt(row), " (best)" if improved else "")
+            if self.stopper.should_stop:
+                log.info("early stopping: no %s improvement for %d epochs", self.cfg.monitor, self.stopper.patience)
+            for callback in self.callbacks:
+                callback(epoch + 1, row)
+        return self.history
+
+    def _train_epoch(self, epoch: int) -> float:
+        seed = epoch_seed(self.cfg.seed, epoch)
+        torch.manual_seed(seed)  # dropout and any other torch randomness
+        self.model.train()
+        total, count = 0.0, 0
+        bar = tqdm(self.task.train_batches(seed), desc=f"epoch {epoch + 1}/{self.cfg.epochs}",
+                   leave=False, disable=None, unit="batch")
+        for x, y in bar:
+            x, y = self.runtime.batch(x), y.to(self.runtime.device)
+            self.optimizer.zero_grad(set_to_none=True)
+            with self.runtime.autocast():
+                outputs = self.model(x)
+            loss = self.task.loss(outputs, y)
+            if not torch.isfinite(loss):
+                raise MedsightError(f"training diverged at epoch {epoch + 1} (loss {loss.item()}); "
+                                    "lower train.lr or check the data for extreme values")
+            loss.backward()
+            self.optimizer.step()
+            total, count = total + loss.item() * len(y), count + len(y)
+            bar.set_postfix(loss=f"{total / count:.4f}")
+        return total / max(count, 1)
+
+    def _checkpoint(self, epoch: int, improved: bool) -> None:
+        weights = self.model.state_dict()
+        if improved:
+            save_checkpoint(self.run_dir, BEST, {"model": weights, "epoch": epoch,
+                                                 "monitor": self.cfg.monitor, "value": self.stopper.best})
+        save_checkpoint(self.run_dir, LAST, {
+            "model": weights, "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "stopper": self.stopper.state_dict(),
+            "history": self.history, "epoch": epoch,
+        })
+        write_history(self.run_dir, self.history)
+
+    def _restore(self) -> int:
+        state = load_checkpoint(self.run_dir / "checkpoints" / LAST)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.stopper.load_state_dict(state["stopper"])
+        self.history = list(state["history"])
+        return int(state["epoch"])
+
+
+def _fmt(row: dict) -> str:
+    skip = {"epoch", "seconds"}
+    parts = []
+    for k, v in row.items():
+        if k in skip or v is None:
+            continue
+        parts.append(f"{k} {v:.2e}" if k == "lr" else f"{k} {v:.4f}" if not math.isnan(v) else f"{k} n/a")
+    return " ".join(parts) + f" ({row['seconds']:.1f}s)"
