@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import torch
 import yaml
 
 from medsight.config import RunConfig, config_from_dict, save_config
@@ -53,6 +54,7 @@ def train_run(cfg: RunConfig, out: Path | None = None, *, resume: bool = False,
     save_config(cfg, run_dir / CONFIG_FILE)
     write_json(run_dir / PLAN_FILE, plan)
 
+    torch.manual_seed(cfg.train.seed)  # the same initial weights for the same seed
     model = build_model(cfg.model.name, channels, data.num_classes, cfg.model.spatial_dims,
                         input_size=tuple(train.images.shape[2:]), **cfg.model.options)
     weights = balanced_class_weights(train.labels, data.num_classes) if cfg.train.class_weights == "balanced" else None

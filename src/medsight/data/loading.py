@@ -1,0 +1,83 @@
+"""Turning items' image paths into images, once per run, under the bad-file policy.
+
+``policy="fail"`` stops at the first unusable file (the safe default: a silently shrinking
+data set changes results); ``policy="skip"`` logs each bad file on one line and carries on.
+Only file paths are logged, never metadata, which may hold patient data.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal, Mapping, Sequence
+
+import torch
+from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from medsight.data.types import Item
+from medsight.errors import ConfigError, InputFileError
+from medsight.io.read import read_image
+
+logger = logging.getLogger(__name__)
+
+Policy = Literal["fail", "skip"]
+IMAGE_KEYS = ("image", "mask")  # segmentation items carry a mask path too
+DICOM_FORMATS = ("dicom", "dicom-series")
+PROGRESS_THRESHOLD = 50  # below this, reading is quick and a bar is only noise
+NOT_DEIDENTIFIED = "not de-identified (PatientIdentityRemoved != YES); run `medsight deid` first"
+
+
+def load_items(
+    items: Sequence[Item],
+    *,
+    policy: Policy = "fail",
+    require_deidentified: bool = False,
+    progress: bool = True,
+) -> tuple[list[Item], list[tuple[str, str]]]:
+    """Read every item's image (and mask) path; return the loaded items and the skipped
+    ``(source, problem)`` pairs. Items whose images are already tensors pass through."""
+    if policy not in ("fail", "skip"):
+        raise ConfigError(f"unknown bad-file policy {policy!r}; use 'fail' or 'skip'")
+    loaded: list[Item] = []
+    skipped: list[tuple[str, str]] = []
+    n_files = sum(not isinstance(it.get("image"), torch.Tensor) for it in items)
+    show_bar = progress and n_files > PROGRESS_THRESHOLD
+    # Redirect logging through tqdm so skip warnings do not tear the progress bar.
+    with logging_redirect_tqdm():
+        for item in tqdm(items, desc="reading images", unit="file", disable=not show_bar):
+            try:
+                loaded.append(_load_item(item, require_deidentified))
+            except InputFileError as exc:
+                if policy == "fail":
+                    raise
+                logger.warning("skipping %s", exc)
+                skipped.append((exc.path, exc.problem))
+    if skipped:
+        logger.warning("skipped %d of %d files", len(skipped), len(items))
+    return loaded, skipped
+
+
+def is_deidentified(meta: Mapping[str, object]) -> bool:
+    """Whether an image may be used when de-identification is required.
+
+    Only DICOM carries the PatientIdentityRemoved flag; other formats hold no patient fields.
+    """
+    if meta.get("format") not in DICOM_FORMATS:
+        return True
+    return str(meta.get("PatientIdentityRemoved", "")).upper() == "YES"
+
+
+def _load_item(item: Item, require_deidentified: bool) -> Item:
+    result = dict(item)
+    for key in IMAGE_KEYS:
+        value = item.get(key)
+        if value is None:
+            continue
+        is_tensor = isinstance(value, torch.Tensor)
+        image = value if is_tensor else read_image(value)
+        meta = getattr(image, "meta", {})
+        if require_deidentified and key == "image" and not is_deidentified(meta):
+            source = str(meta.get("source", item.get("id", ""))) if is_tensor else value
+            raise InputFileError(source, NOT_DEIDENTIFIED)
+        result[key] = image
+    return result
