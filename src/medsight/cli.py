@@ -105,7 +105,8 @@ def predict(
     run: Path = typer.Argument(..., help="Run folder made by `medsight train`."),
     inputs: list[Path] = typer.Argument(..., help="Images (DICOM, NIfTI, PNG/JPEG) or folders of them."),
     out: Path = typer.Option(Path("predictions"), "--out", help="Output folder."),
-    no_heatmap: bool = typer.Option(False, "--no-heatmap", help="Skip Grad-CAM heatmaps."),
+    no_heatmap: bool = typer.Option(False, "--no-heatmap", help="Skip the heatmaps."),
+    explain: str = typer.Option("gradcam", help="Heatmap method: gradcam or gradcam++."),
 ) -> None:
     """Diagnose new images: label, class probabilities and a Grad-CAM heatmap each.
 
@@ -113,7 +114,7 @@ def predict(
     """
     from medsight.inference.predict import predict_paths
 
-    results = predict_paths(run, inputs, out, heatmaps=not no_heatmap)
+    results = predict_paths(run, inputs, out, heatmaps=not no_heatmap, method=explain)
     for r in results:
         typer.echo(f"{r['input']}: {r['label']} ({r['probabilities'][r['label']]:.3f})")
     typer.echo(f"wrote {out / 'predictions.json'}")

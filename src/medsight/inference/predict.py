@@ -16,7 +16,7 @@ from monai.data import MetaTensor
 from tqdm.auto import tqdm
 
 from medsight.errors import InputFileError
-from medsight.inference.gradcam import gradcam
+from medsight.inference.explain import explain
 from medsight.inference.load import LoadedRun, load_run
 from medsight.inference.overlay import overlay_png
 from medsight.io import read_image
@@ -41,7 +41,7 @@ def expand_inputs(inputs: Sequence[Path], spatial_dims: int) -> list[Path]:
     return paths
 
 
-def predict_image(run: LoadedRun, image: MetaTensor, heatmap: bool = True
+def predict_image(run: LoadedRun, image: MetaTensor, heatmap: bool = True, method: str = "gradcam"
                   ) -> tuple[dict, np.ndarray | None, np.ndarray]:
     """Diagnose one image: the result record, its heatmap (or None) and the model-space image."""
     from medsight.data.prepared import prepare_items
@@ -57,7 +57,7 @@ def predict_image(run: LoadedRun, image: MetaTensor, heatmap: bool = True
         index = int(probs[1] >= threshold)
     else:
         threshold, index = None, int(probs.argmax())
-    heat = gradcam(run.model, run.cfg.model.name, run.runtime.batch(x[None])[0], index) if heatmap else None
+    heat = explain(run.model, run.cfg.model.name, run.runtime.batch(x[None])[0], index, method) if heatmap else None
     record = {
         "label": names[index],
         "label_index": index,
@@ -69,15 +69,16 @@ def predict_image(run: LoadedRun, image: MetaTensor, heatmap: bool = True
     return record, heat, x.numpy()
 
 
-def predict_paths(run_dir: Path, inputs: Iterable[Path], out_dir: Path, heatmaps: bool = True) -> list[dict]:
+def predict_paths(run_dir: Path, inputs: Iterable[Path], out_dir: Path, heatmaps: bool = True,
+                  method: str = "gradcam") -> list[dict]:
     """Predict every input; write heatmap PNGs and ``predictions.json`` into ``out_dir``."""
     run = load_run(run_dir)
     out_dir = Path(out_dir)
     paths = expand_inputs(list(inputs), run.spatial_dims)
     results = []
     for i, path in enumerate(tqdm(paths, desc="predict", unit="image", disable=None)):
-        record, heat, x = predict_image(run, read_image(path), heatmap=heatmaps)
-        record = {"input": str(path), **record, "heatmap": None}
+        record, heat, x = predict_image(run, read_image(path), heatmaps, method)
+        record = {"input": str(path), **record, "heatmap": None, "heatmap_method": method if heat is not None else None}
         if heat is not None:
             png = out_dir / "heatmaps" / f"{i:04d}_{_safe_stem(path)}.png"
             caption = f"{record['label']} ({record['probabilities'][record['label']]:.2f})"

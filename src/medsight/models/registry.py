@@ -48,7 +48,8 @@ def _densenet121(in_channels, num_classes, spatial_dims, **options):
 MODELS: dict[str, ModelSpec] = {
     "simple-cnn": ModelSpec(_simple_cnn, "features", min_size=8,
                             description="conv-pool-conv-pool-dense, the classic net"),
-    "resnet18-small": ModelSpec(_resnet([2, 2, 2, 2], "basic", small=True), "layer4", min_size=8,
+    # layer3, not layer4: at 28-64 px input layer4 is only 4-8 px wide, too coarse to show a lesion.
+    "resnet18-small": ModelSpec(_resnet([2, 2, 2, 2], "basic", small=True), "layer3", min_size=8,
                                 description="ResNet-18 with a 3x3 stem and no early max-pool (MedMNIST 28x28)"),
     "resnet18": ModelSpec(_resnet([2, 2, 2, 2], "basic", small=False), "layer4", min_size=32,
                           description="ResNet-18 (MONAI), for inputs of 64 px and up"),
