@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import tempfile
 import time
@@ -41,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="keep the run folder here (default: a temporary folder)")
     parser.add_argument("--set", action="append", default=[], help="config override key=value")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     from medsight.config import load_config
     from medsight.evaluation.evaluate import evaluate_run

@@ -35,6 +35,7 @@ class DataConfig(_Strict):
     path: Optional[Path] = None  # .npz, manifest CSV or folder; unused for synthetic
     split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
     bad_files: Literal["fail", "skip"] = "fail"
+    patient_from: Literal["file", "prefix"] = "file"  # folder data sets: file stem before "_"
     require_deidentified: bool = False
     synthetic: SyntheticConfig = SyntheticConfig()
 

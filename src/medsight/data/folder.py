@@ -34,8 +34,12 @@ def folder_dataset(
     seed: int = 0,
     fractions: Sequence[float] = DEFAULT_FRACTIONS,
     patient_from: PatientFrom = "file",
+    unsplit: str | None = None,
 ) -> SplitData:
-    """Items per split from a class-per-folder tree (see the module docstring)."""
+    """Items per split from a class-per-folder tree (see the module docstring).
+
+    Without split folders, files are split by patient, or all go to ``unsplit`` when given.
+    """
     root = Path(root)
     if patient_from not in ("file", "prefix"):
         raise ValueError(f"patient_from must be 'file' or 'prefix', got {patient_from!r}")
@@ -64,7 +68,7 @@ def folder_dataset(
     else:
         class_names = [d.name for d in subfolders]
         all_items = _items(root, root, class_names, patient_from)
-        splits = patient_split(
+        splits = [unsplit] * len(all_items) if unsplit is not None else patient_split(
             [item["patient_id"] for item in all_items],
             [item["label"] for item in all_items],
             fractions=fractions,

@@ -24,9 +24,14 @@ REQUIRED_COLUMNS = ("path", "label", "patient_id")
 
 
 def manifest_dataset(
-    csv_path: str | Path, *, seed: int = 0, fractions: Sequence[float] = DEFAULT_FRACTIONS
+    csv_path: str | Path, *, seed: int = 0, fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    unsplit: str | None = None,
 ) -> SplitData:
-    """Items per split from a manifest CSV (see the module docstring for its columns)."""
+    """Items per split from a manifest CSV (see the module docstring for its columns).
+
+    Without a ``split`` column, rows are split by patient, or all go to ``unsplit`` when it
+    is given (an external test set evaluated as a whole).
+    """
     csv_path = Path(csv_path)
     rows = _read_rows(csv_path)
     labels, class_names = encode_labels([row["label"] for row in rows], csv_path)
@@ -50,6 +55,8 @@ def manifest_dataset(
                 f"{leaks} patient(s) appear in more than one split; "
                 "each patient's rows must share one split value",
             )
+    elif unsplit is not None:
+        splits = [unsplit] * len(items)
     else:
         splits = patient_split(patients, labels, fractions=fractions, seed=seed)
     per_split: dict[str, list[Item]] = {name: [] for name in SPLITS}

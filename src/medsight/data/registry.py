@@ -10,32 +10,33 @@ from medsight.data.types import SplitData
 from medsight.errors import ConfigError
 
 
-def _synthetic(cfg: DataConfig, seed: int) -> SplitData:
+def _synthetic(cfg: DataConfig, seed: int, unsplit: str | None) -> SplitData:
     from medsight.data.synthetic import synthetic_dataset
 
     s = cfg.synthetic
     return synthetic_dataset(s.n_train, s.n_val, s.n_test, s.size, s.nodule_fraction, s.seed)
 
 
-def _medmnist(cfg: DataConfig, seed: int) -> SplitData:
+def _medmnist(cfg: DataConfig, seed: int, unsplit: str | None) -> SplitData:
     from medsight.data.medmnist import medmnist_dataset
 
     return medmnist_dataset(_existing(cfg.path))
 
 
-def _manifest(cfg: DataConfig, seed: int) -> SplitData:
+def _manifest(cfg: DataConfig, seed: int, unsplit: str | None) -> SplitData:
     from medsight.data.manifest import manifest_dataset
 
-    return manifest_dataset(_existing(cfg.path), seed=seed, fractions=cfg.split_fractions)
+    return manifest_dataset(_existing(cfg.path), seed=seed, fractions=cfg.split_fractions, unsplit=unsplit)
 
 
-def _folder(cfg: DataConfig, seed: int) -> SplitData:
+def _folder(cfg: DataConfig, seed: int, unsplit: str | None) -> SplitData:
     from medsight.data.folder import folder_dataset
 
-    return folder_dataset(_existing(cfg.path), seed=seed, fractions=cfg.split_fractions)
+    return folder_dataset(_existing(cfg.path), seed=seed, fractions=cfg.split_fractions,
+                          patient_from=cfg.patient_from, unsplit=unsplit)
 
 
-DATASETS: dict[str, Callable[[DataConfig, int], SplitData]] = {
+DATASETS: dict[str, Callable[[DataConfig, int, str | None], SplitData]] = {
     "synthetic": _synthetic,
     "medmnist": _medmnist,
     "manifest": _manifest,
@@ -43,13 +44,17 @@ DATASETS: dict[str, Callable[[DataConfig, int], SplitData]] = {
 }
 
 
-def build_dataset(cfg: DataConfig, seed: int = 0) -> SplitData:
-    """Items for every split of the configured data set (images may still be paths)."""
+def build_dataset(cfg: DataConfig, seed: int = 0, unsplit: str | None = None) -> SplitData:
+    """Items for every split of the configured data set (images may still be paths).
+
+    ``unsplit``: put every item of a data set that has no split of its own into this split
+    instead of splitting by patient (for evaluating on an external set).
+    """
     try:
         factory = DATASETS[cfg.dataset]
     except KeyError:
         raise ConfigError(f"unknown data set {cfg.dataset!r}; known: {', '.join(DATASETS)}") from None
-    return factory(cfg, seed)
+    return factory(cfg, seed, unsplit)
 
 
 def dataset_kind(path: Path) -> str:

@@ -35,7 +35,8 @@ def evaluate_run(run: Path, split: str = "test", data: Path | None = None,
     cfg = loaded.inference_config()
     if data is not None:
         cfg.data = cfg.data.model_copy(update={"dataset": dataset_kind(Path(data)), "path": Path(data)})
-    dataset = build_dataset(cfg.data, cfg.train.seed)
+    # An external set without its own splits is evaluated as a whole.
+    dataset = build_dataset(cfg.data, cfg.train.seed, unsplit=split if data is not None else None)
     names = loaded.class_names
     if dataset.class_names != names:
         raise MedsightError(f"{data or cfg.data.path}: classes {dataset.class_names} do not match "

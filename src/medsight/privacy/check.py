@@ -8,8 +8,9 @@ the image meta as ``"YES"``/``"NO"``/``""``, so a meta mapping (or an image carr
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from pydicom.dataset import Dataset
 
@@ -20,9 +21,7 @@ NOT_DEIDENTIFIED = "not de-identified (PatientIdentityRemoved != YES); run `meds
 
 def is_deidentified(ds_or_meta: Dataset | Mapping[str, Any] | Any) -> bool:
     """True when the dataset, meta mapping or image says PatientIdentityRemoved is YES."""
-    if isinstance(ds_or_meta, Dataset):
-        value = ds_or_meta.get("PatientIdentityRemoved", "")
-    elif isinstance(ds_or_meta, Mapping):
+    if isinstance(ds_or_meta, (Dataset, Mapping)):
         value = ds_or_meta.get("PatientIdentityRemoved", "")
     elif isinstance(getattr(ds_or_meta, "meta", None), Mapping):  # e.g. a MONAI MetaTensor
         value = ds_or_meta.meta.get("PatientIdentityRemoved", "")

@@ -14,11 +14,12 @@ import csv
 import logging
 import re
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pydicom
 from pydicom import dcmread, dcmwrite
@@ -39,6 +40,8 @@ logger = logging.getLogger(__name__)
 
 REPORT_NAME = "deid_report.json"
 _UNDEFINED = 0xFFFFFFFF
+_PIXELS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+_IMAGE_PIXEL = ("Rows", "Columns", "BitsAllocated")
 
 __all__ = ["DeidOptions", "DeidReport", "deidentify_tree", "deidentify_file", "load_key"]
 
@@ -108,6 +111,9 @@ def deidentify_tree(src: str | Path, dst: str | Path, options: DeidOptions) -> D
     })
     if options.map_path is not None:
         _write_map(Path(options.map_path), deid.pseudonyms)
+        if _under(Path(options.map_path).resolve(), {report_dir.resolve()}):
+            logger.warning("the mapping %s is inside the de-identified output: move it "
+                           "before sharing the output", options.map_path)
     if report.n_failed:
         logger.warning("%d file(s) could not be de-identified; see %s", report.n_failed,
                        report.report_path)
@@ -180,7 +186,7 @@ def _encode(ds: Dataset) -> bytes:
 def _give_vrs(ds: Dataset) -> None:
     """Decode elements read without a VR (implicit data under an explicit transfer syntax,
     which some writers produce), so they can be written explicitly; the rest stay raw."""
-    for tag in ds.keys():
+    for tag in sorted(ds.keys()):
         raw = ds.get_item(tag)
         if getattr(raw, "is_raw", False) and raw.VR is not None:
             continue  # has its VR: written back as read
@@ -211,9 +217,13 @@ def read_dicom(path: Path) -> Dataset:
 
 
 def _check_whole(ds: Dataset, path: Path) -> None:
-    """Raise if a value runs past the end of the file (pydicom reads what is there)."""
+    """Raise for a file cut short: pydicom reads what is there and says nothing."""
     if not len(ds):
         raise InputFileError(path, "truncated DICOM: no data set after the file meta information")
+    if all(k in ds for k in _IMAGE_PIXEL) and not any(k in ds for k in _PIXELS):
+        # Image Pixel attributes say pixel data follows (not the SOP class: header-only
+        # test sets exist); a file cut before the pixels otherwise looks whole.
+        raise InputFileError(path, "truncated DICOM: image attributes but no pixel data")
     meta = getattr(ds, "file_meta", None)
     if meta is not None and meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
         return  # offsets refer to the inflated stream, not the file
@@ -222,17 +232,19 @@ def _check_whole(ds: Dataset, path: Path) -> None:
     for tag in sorted(ds.keys()):
         raw = ds.get_item(tag)
         start, length = getattr(raw, "value_tell", None), getattr(raw, "length", None)
-        if start is None or length in (None, _UNDEFINED):
-            end = None
-            continue
-        if start + length > size:
+        if start is None or length is None:
+            end = None  # already decoded by pydicom: its extent is unknown
+        elif length == _UNDEFINED:  # value read up to its delimiter item (8 bytes)
+            end = start + len(raw.value) + 8 if isinstance(raw.value, bytes) else None
+        elif start + length > size:
             raise InputFileError(path, f"truncated DICOM: element {raw.tag} needs {length} "
                                        f"bytes, the file ends after {max(size - start, 0)}")
-        end = start + length
-    if end is not None and end < size:
-        # pydicom stops quietly at a partial element header: the file was cut inside one.
-        raise InputFileError(path, f"truncated DICOM: {size - end} stray byte(s) after the "
-                                   "last complete element")
+        else:
+            end = start + length
+    if end is not None and end != size:
+        # A cut inside the last delimiter, or a partial element header pydicom skipped.
+        raise InputFileError(path, f"truncated DICOM: the last element ends at byte {end}, "
+                                   f"the file at byte {size}")
 
 
 def _deidentifier(options: DeidOptions) -> Deidentifier:
@@ -276,11 +288,10 @@ def _rel(path: Path, base: Path) -> str:
 
 def _write_map(path: Path, pseudonyms: dict[str, str]) -> None:
     """Write ``pseudonym,original_patient_id`` rows; the file re-identifies, so say so."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["pseudonym", "original_patient_id"])
-            writer.writerows(sorted(pseudonyms.items()))
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["pseudonym", "original_patient_id"])
+        writer.writerows(sorted(pseudonyms.items()))
     logger.warning("wrote %s: it links pseudonyms back to patient IDs, so it is IDENTIFYING; "
                    "keep it apart from the de-identified data", path)
 

@@ -43,9 +43,10 @@ def deidentify_dicomdir(ds: Dataset, deid: Deidentifier, identifiers: set[str]) 
 
     # Records first, each with the patient of its branch: a study record holds no PatientID,
     # yet its dates must shift like that patient's images.
-    for record, owner in zip(records, owners):
+    for record, owner in zip(records, owners, strict=True):
         deid.dataset(record, owner)
-    del ds.DirectoryRecordSequence
+    if "DirectoryRecordSequence" in ds:  # the rest of the DICOMDIR, without the records again
+        del ds.DirectoryRecordSequence
     deid.dataset(ds)
     ds.DirectoryRecordSequence = records
     sweep(ds, identifiers)
@@ -55,10 +56,10 @@ def deidentify_dicomdir(ds: Dataset, deid: Deidentifier, identifiers: set[str]) 
     # Encode once to learn where each record now starts, point the offsets there, encode again
     # (offsets are fixed-size UL values, so the second pass moves nothing).
     starts = [r.seq_item_tell for r in dcmread(BytesIO(_encode(ds))).DirectoryRecordSequence]
-    for record, (nxt, lower) in zip(records, links):
+    for record, (nxt, lower) in zip(records, links, strict=True):
         _point(record, _NEXT, starts, nxt)
         _point(record, _LOWER, starts, lower)
-    for keyword, target in zip(_ROOT, roots):
+    for keyword, target in zip(_ROOT, roots, strict=True):
         _point(ds, keyword, starts, target)
     return _encode(ds)
 

@@ -20,9 +20,9 @@ is invalid), and any other date (DA/DT), which the date policy handles.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Mapping
 
 from medsight.errors import MedsightError
 

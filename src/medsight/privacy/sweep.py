@@ -8,7 +8,8 @@ and any kept text element that still contains one (ignoring case) is replaced by
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from pydicom.datadict import keyword_for_tag
 from pydicom.dataset import Dataset

@@ -1,5 +1,11 @@
 """Apply a profile to one dataset, in place, at every sequence depth.
 
+PatientID and PatientName become the patient's keyed pseudonym, so one patient's data stays
+linked. The date policy is laid over the table for dates and times: ``remove`` applies the
+profile's actions (and a dummy to any date it does not list); ``shift`` moves every retained
+date by the patient's keyed offset in whole days and keeps times; ``keep`` keeps them. In every
+mode, temporal attributes the profile removes outright (X) and the birth date and time go.
+
 Only attributes that change are decoded: everything kept (above all the pixel data) stays
 as the raw bytes read from the file, so it is written back bit for bit.
 """
@@ -8,8 +14,9 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 import pydicom
 from pydicom.datadict import dictionary_VR, keyword_for_tag
@@ -51,7 +58,7 @@ class Patient:
     numeric: tuple[str, ...] = ()  # numeric identifiers that new UIDs must not contain
 
     @staticmethod
-    def of(ds: Dataset) -> "Patient | None":
+    def of(ds: Dataset) -> Patient | None:
         """The patient named in ``ds`` itself (by PatientID, else PatientName), if any."""
         pid = _text(ds.get("PatientID"))
         name = _text(ds.get("PatientName"))
@@ -194,7 +201,7 @@ class Deidentifier:
         if not self.keep_private:
             return False
         if tag.element < 0x0100:  # a private creator element itself
-            creator = _text(ds[tag].value) if 0x0010 <= tag.element else ""
+            creator = _text(ds[tag].value) if tag.element >= 0x0010 else ""
             return any(entry.split(":")[0] == creator for entry in self.keep_private)
         creator_elem = ds.get(Tag(tag.group, tag.element >> 8))
         creator = _text(creator_elem.value) if creator_elem is not None else ""
