@@ -181,12 +181,13 @@ def save_config(cfg: RunConfig, path: str | Path) -> None:
 
 
 def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
-    """Relative data paths in a config file are relative to the file, not the shell."""
+    """A relative data path is looked up beside the config file first, then from the shell's
+    folder; it is stored absolute so the saved run config works from anywhere."""
     data = raw.get("data")
     if isinstance(data, dict) and isinstance(data.get("path"), str):
         p = Path(data["path"])
-        if not p.is_absolute() and not p.exists() and (base / p).exists():
-            data["path"] = str(base / p)
+        if not p.is_absolute():
+            data["path"] = str((base / p if (base / p).exists() else p).resolve())
     return raw
 
 

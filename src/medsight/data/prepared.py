@@ -52,7 +52,7 @@ def prepare_items(items: list[Item], preprocess: Compose, spatial_dims: int,
         keys = {"image": item["image"]}
         if mask_key:
             keys[mask_key] = item[mask_key]
-        out = preprocess(keys)
+        out = _apply(preprocess, keys, source)
         images.append(out["image"].as_tensor() if hasattr(out["image"], "as_tensor") else out["image"])
         if mask_key:
             masks.append(torch.as_tensor(out[mask_key]))
@@ -70,6 +70,20 @@ def prepare_items(items: list[Item], preprocess: Compose, spatial_dims: int,
         masks=torch.stack(masks) if mask_key else None,
         source_spacings=spacings,
     )
+
+
+def _apply(preprocess: Compose, data: dict, source: str) -> dict:
+    """Run the transforms; a value error inside one (e.g. an unusable channel count) is the
+    file's problem, reported on one line, not a MONAI traceback."""
+    try:
+        return preprocess(data)
+    except RuntimeError as exc:
+        root: BaseException = exc
+        while root.__cause__ is not None:
+            root = root.__cause__
+        if isinstance(root, (ValueError, MedsightError)):
+            raise InputFileError(source, f"cannot preprocess: {str(root).splitlines()[0]}") from None
+        raise
 
 
 def prepare_data(data: SplitData, cfg: RunConfig, splits: Sequence[str],

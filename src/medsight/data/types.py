@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from medsight.errors import ConfigError
+
 SPLITS = ("train", "val", "test")
 
 Item = dict[str, Any]
@@ -31,7 +33,7 @@ class SplitData:
 
     def split(self, name: str) -> list[Item]:
         if name not in SPLITS:
-            raise KeyError(f"unknown split {name!r}; choose one of {', '.join(SPLITS)}")
+            raise ConfigError(f"unknown split {name!r}; choose one of {', '.join(SPLITS)}")
         return getattr(self, name)
 
     @property

@@ -10,6 +10,8 @@ inside nodules vs 0.08 outside.
 from __future__ import annotations
 
 import warnings
+from contextlib import contextmanager
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -47,6 +49,32 @@ def _unit_range(x: torch.Tensor) -> torch.Tensor:
     return (x - lo.view(shape)) / (hi - lo).clamp(min=1e-12).view(shape)
 
 
+@contextmanager
+def _cam_session(model: nn.Module, layer: nn.Module) -> Iterator[None]:
+    """Run a CAM without side effects on ``model``.
+
+    MONAI's CAM registers hooks it never removes and restores the train/eval mode of the
+    module it was given; the model is kept in eval mode, its hooks are removed afterwards,
+    and it runs in the default memory layout (fp32 backward passes through channels-last
+    oneDNN convolutions crash in torch 2.13 CPU).
+    """
+    was_training = model.training
+    channels_last = any(p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last)
+                        and not p.is_contiguous() for p in model.parameters())
+    forward_keys, backward_keys = set(layer._forward_hooks), set(layer._backward_hooks)
+    model.eval().to(memory_format=torch.contiguous_format)
+    try:
+        yield
+    finally:
+        for key in set(layer._forward_hooks) - forward_keys:
+            del layer._forward_hooks[key]
+        for key in set(layer._backward_hooks) - backward_keys:
+            del layer._backward_hooks[key]
+        if channels_last:
+            model.to(memory_format=torch.channels_last)
+        model.train(was_training)
+
+
 def explain(model: nn.Module, model_name: str, image: torch.Tensor, class_index: int,
             method: str = "gradcam") -> np.ndarray:
     """Heatmap in [0, 1] with the spatial shape of ``image`` (C, *spatial), for one class.
@@ -55,10 +83,11 @@ def explain(model: nn.Module, model_name: str, image: torch.Tensor, class_index:
     """
     if method not in METHODS:
         raise ConfigError(f"unknown explanation method {method!r}; choose {', '.join(METHODS)}")
-    layer = "net." + model_spec(model_name).cam_layer
-    cam = METHODS[method](nn_module=_Contrastive(model), target_layers=layer, postprocessing=_unit_range)
-    x = image[None].to(next(model.parameters()).device, torch.float32)
-    with warnings.catch_warnings():
+    layer_name = model_spec(model_name).cam_layer
+    x = image[None].to(next(model.parameters()).device, torch.float32).contiguous()
+    with _cam_session(model, model.get_submodule(layer_name)), warnings.catch_warnings():
+        cam = METHODS[method](nn_module=_Contrastive(model).eval(), target_layers="net." + layer_name,
+                              postprocessing=_unit_range)
         # MONAI's hook warns that no input requires grad; the layer outputs do, which is enough.
         warnings.simplefilter("ignore", UserWarning)
         with torch.enable_grad():

@@ -1,7 +1,8 @@
 """How to run on this machine: threads, bf16 autocast and channels-last memory layout.
 
 On a CPU with native bf16 (AVX512-BF16 or AMX) autocast roughly doubles convolution
-throughput; elsewhere bf16 is emulated and slower, so ``precision: auto`` keeps fp32.
+throughput (``bench/train_speed.py``); elsewhere bf16 is emulated and slower, so
+``precision: auto`` keeps fp32 there.
 """
 
 from __future__ import annotations
@@ -49,6 +50,10 @@ class Runtime:
         threads = threads or available_cores()
         if device.type == "cpu":
             torch.set_num_threads(threads)
+            # Channels-last only pays with bf16 here, and fp32 backward passes through
+            # channels-last oneDNN convolutions crash in torch 2.13 CPU (heap corruption on
+            # narrow ResNets), so fp32 keeps the default layout.
+            channels_last = channels_last and bf16
         return cls(device, bf16, channels_last, threads)
 
     @property

@@ -1,0 +1,31 @@
+"""One synthetic CT slice written in every input format ``predict`` reads (shared with test_cli)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from medsight.data.synthetic import synthetic_sample
+from medsight.io.dicom_write import write_ct_slice
+from medsight.io.image import spacing_of
+from medsight.io.write import write_nifti, write_png
+
+LUNG_WINDOW = (-1350.0, 150.0)
+
+
+def nodule_index(start: int = 0) -> int:
+    """Index of the first test slice with a nodule at or after ``start``."""
+    index = start
+    while synthetic_sample(0, "test", index)["label"] != 1:
+        index += 1
+    return index
+
+
+def write_slice_files(folder: Path, index: int | None = None) -> dict[str, Path]:
+    """The same slice as a CT DICOM (HU), a NIfTI (HU) and an 8-bit PNG (lung window)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    image = synthetic_sample(0, "test", nodule_index() if index is None else index)["image"]
+    paths = {"dicom": folder / "slice.dcm", "nifti": folder / "slice.nii.gz", "png": folder / "slice.png"}
+    write_ct_slice(image[0].numpy(), paths["dicom"], spacing_of(image))
+    write_nifti(image, paths["nifti"])
+    write_png(image, paths["png"], window=LUNG_WINDOW)
+    return paths
