@@ -80,6 +80,8 @@ class Trainer:
         torch.manual_seed(seed)  # dropout and any other torch randomness
         self.model.train()
         total, count = 0.0, 0
+        last = self.history[-1].get(self.cfg.monitor) if self.history else None
+        shown = {self.cfg.monitor: f"{last:.4f}"} if isinstance(last, float) and not math.isnan(last) else {}
         bar = tqdm(self.task.train_batches(seed), desc=f"epoch {epoch + 1}/{self.cfg.epochs}",
                    leave=False, disable=None, unit="batch")
         for x, y in bar:
@@ -94,7 +96,7 @@ class Trainer:
             loss.backward()
             self.optimizer.step()
             total, count = total + loss.item() * len(y), count + len(y)
-            bar.set_postfix(loss=f"{total / count:.4f}")
+            bar.set_postfix(loss=f"{total / count:.4f}", **shown)
         return total / max(count, 1)
 
     def _checkpoint(self, epoch: int, improved: bool) -> None:

@@ -1,0 +1,27 @@
+"""Predicting on identifiable DICOM leaks no patient name or ID into logs or outputs."""
+
+import logging
+
+import pydicom
+from pydicom.data import get_testdata_file
+
+from medsight.inference.predict import predict_paths
+
+
+def test_predict_on_identifiable_dicom_keeps_patient_data_out_of_logs_and_results(
+        trained_run, tmp_path, caplog, capsys):
+    files = [get_testdata_file("CT_small.dcm"), get_testdata_file("MR_small.dcm")]
+    secrets = set()
+    for f in files:
+        ds = pydicom.dcmread(f)
+        secrets |= {str(ds.PatientName), str(ds.PatientID)}
+    secrets = {s for s in secrets if len(s) >= 3}
+    assert secrets
+    with caplog.at_level(logging.DEBUG):
+        results = predict_paths(trained_run, files, tmp_path / "out")
+    assert len(results) == 2 and results[0]["modality"] == "CT"
+    captured = capsys.readouterr()
+    written = (tmp_path / "out" / "predictions.json").read_text()
+    for text in (caplog.text, captured.out, captured.err, written):
+        for secret in secrets:
+            assert secret not in text
