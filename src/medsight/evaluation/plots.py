@@ -174,8 +174,11 @@ def plot_calibration(
 
 
 @_style
-def plot_training_curves(history: Sequence[Mapping[str, Any]]) -> bytes:
-    """Losses, validation metrics (``val_*``) and learning rate per epoch; missing keys are gaps."""
+def plot_training_curves(history: Sequence[Mapping[str, Any]], monitor: str = "val_loss") -> bytes:
+    """Losses, validation metrics (``val_*``) and learning rate per epoch; missing keys are gaps.
+
+    A dotted line marks the best epoch of ``monitor`` (minimised if it is a loss, else maximised).
+    """
     rows = [r for r in history if isinstance(r, Mapping)]
     keys = [k for k in dict.fromkeys(k for r in rows for k in r) if _has_numbers(rows, k)]  # first-seen order
     losses = [k for k in keys if k == "loss" or k.endswith("_loss")]
@@ -206,15 +209,16 @@ def plot_training_curves(history: Sequence[Mapping[str, Any]]) -> bytes:
         ax.set_ylabel(ylabel)
         if panel_keys != ["lr"]:
             ax.legend(loc="best")
-    if "val_loss" in losses:
-        val_loss = np.array([_number(r.get("val_loss")) for r in rows])
-        if np.isfinite(val_loss).any():
-            best = epochs[np.nanargmin(val_loss)]
+    if monitor in keys:
+        tracked = np.array([_number(r.get(monitor)) for r in rows])
+        if np.isfinite(tracked).any():
+            pick = np.nanargmin if monitor.endswith("loss") else np.nanargmax
+            best = epochs[pick(tracked)]
             for ax in axes:
                 ax.axvline(best, ls=":", lw=1, color="0.45")
             # Label on the side of the line with more room so it stays inside the axes.
             left = best > (epochs.min() + epochs.max()) / 2
-            axes[0].annotate(f"best val loss (epoch {best:g})", (best, 1.0), xycoords=("data", "axes fraction"),
+            axes[0].annotate(f"best {monitor.replace('_', ' ')} (epoch {best:g})", (best, 1.0), xycoords=("data", "axes fraction"),
                              xytext=(-4 if left else 4, -12), textcoords="offset points",
                              ha="right" if left else "left", fontsize=8, color="0.35")
     axes[0].set_title("Training curves")

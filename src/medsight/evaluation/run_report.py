@@ -53,12 +53,12 @@ def write_run_report(out_dir: Path, run_dir: Path, predictions: list[dict] | Non
     history = read_history(run_dir)
     if history:
         report.add_heading("Training")
-        report.add_image("Training curves", plots.plot_training_curves(history))
+        report.add_image("Training curves", plots.plot_training_curves(history, cfg["train"]["monitor"]))
     if predictions:
         report.add_heading("Diagnoses with Grad-CAM heatmaps")
         report.add_image_grid([
             (f"{Path(p['input']).name}: {p['label']} ({p['probabilities'][p['label']]:.2f})",
-             Path(p["heatmap"]).read_bytes()) for p in predictions if p.get("heatmap")])
+             Path(p["heatmap"]).read_bytes()) for p in predictions if p.get("heatmap")], min_width=320)
     report.add_heading("Data plan")
     report.add_table([{"item": k, "value": json.dumps(v) if not isinstance(v, str) else v}
                       for k, v in plan.items()])

@@ -26,11 +26,11 @@ def read_history(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def write_curves(run_dir: Path, history: list[dict]) -> Path | None:
+def write_curves(run_dir: Path, history: list[dict], monitor: str = "val_loss") -> Path | None:
     if not history:
         return None
     from medsight.evaluation.plots import plot_training_curves
 
     path = Path(run_dir) / CURVES_FILE
-    write_bytes(path, plot_training_curves(history))
+    write_bytes(path, plot_training_curves(history, monitor))
     return path

@@ -63,7 +63,7 @@ def train_run(cfg: RunConfig, out: Path | None = None, *, resume: bool = False,
                               cfg.train.label_smoothing)
     trainer = Trainer(model, task, cfg.train, run_dir, runtime, cfg.model.spatial_dims, callbacks)
     history = trainer.fit(resume=resume)
-    write_curves(run_dir, history)
+    write_curves(run_dir, history, cfg.train.monitor)
     return run_dir
 
 
