@@ -25,7 +25,7 @@ from medsight.data.prepared import PreparedSplit, prepare_data
 from medsight.data.registry import build_dataset
 from medsight.data.types import SplitData
 from medsight.errors import ConfigError
-from medsight.models import build_model
+from medsight.models import build_model, model_spec
 from medsight.training.checkpoint import LAST
 from medsight.training.classification import ClassificationTask, balanced_class_weights
 from medsight.training.history import write_curves
@@ -42,6 +42,7 @@ def train_run(cfg: RunConfig, out: Path | None = None, *, resume: bool = False,
               overwrite: bool = False, callbacks: Sequence[EpochCallback] = ()) -> Path:
     """Train a classifier as configured; return the run folder."""
     run_dir = Path(out) if out is not None else Path("runs") / cfg.name
+    model_spec(cfg.model.name)  # an unknown model fails before any data is read
     _check_run_dir(run_dir, cfg, resume, overwrite)
     runtime = Runtime.create(cfg.train.precision, cfg.train.channels_last, cfg.train.threads,
                              cfg.model.spatial_dims)
