@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -26,6 +26,7 @@ class LoadedRun:
     plan: dict
     model: nn.Module
     runtime: Runtime
+    _preprocess: Compose | None = field(default=None, init=False, repr=False)
 
     @property
     def class_names(self) -> list[str]:
@@ -43,8 +44,11 @@ class LoadedRun:
         return cfg
 
     def preprocess(self) -> Compose:
-        cfg = self.inference_config()
-        return preprocessing(cfg.transforms, self.spatial_dims, cfg.transforms.channels)
+        """The run's deterministic preprocessing, built once and reused for every image."""
+        if self._preprocess is None:
+            cfg = self.inference_config()
+            self._preprocess = preprocessing(cfg.transforms, self.spatial_dims, cfg.transforms.channels)
+        return self._preprocess
 
     def threshold(self) -> float:
         """Decision threshold: one chosen by ``evaluate --target-sensitivity``, else the config's."""

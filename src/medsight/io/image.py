@@ -57,7 +57,3 @@ def spacing_of(image: MetaTensor) -> tuple[float, ...]:
     affine = image.affine.detach().cpu().numpy()
     n_spatial = image.ndim - 1
     return tuple(float(np.linalg.norm(affine[:3, i])) for i in range(n_spatial))
-
-
-def spatial_dims(image: torch.Tensor) -> int:
-    return image.ndim - 1
