@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from medsight.models import build_model
-from medsight.training.runtime import Runtime
+from medsight.runtime import Runtime
 
 VARIANTS = {
     "fp32": dict(precision="fp32", channels_last=False),

@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from medsight.config import RunConfig, apply_override, config_from_dict, load_config, save_config
+from medsight.config import (
+    RunConfig,
+    apply_override,
+    config_from_dict,
+    load_config,
+    save_config,
+)
 from medsight.errors import ConfigError
 from tests.conftest import tiny_config
 

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.inference.files import write_slice_files
-
 from tests.cli.helpers import TINY_YAML, invoke
+from tests.inference.files import write_slice_files
 
 
 @pytest.fixture(scope="session")

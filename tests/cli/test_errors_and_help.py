@@ -17,7 +17,6 @@ import yaml
 from medsight.errors import InputFileError
 from medsight.io.image import make_image
 from medsight.io.write import write_nifti
-
 from tests.cli.helpers import COMMANDS, assert_user_error, check_metrics, invoke
 
 

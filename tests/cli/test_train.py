@@ -10,7 +10,7 @@ import json
 import pytest
 import yaml
 
-from tests.cli.helpers import invoke, assert_user_error
+from tests.cli.helpers import assert_user_error, invoke
 
 
 def test_train_makes_a_run_folder_with_the_override_applied(cli_run):
@@ -68,7 +68,7 @@ class _Interrupt(Exception):
 
 def test_resume_continues_an_interrupted_run(tiny_yaml, tmp_path):
     from medsight.config import load_config
-    from medsight.training.checkpoint import load_checkpoint
+    from medsight.runtime.checkpoint import load_checkpoint
     from medsight.training.run import train_run
 
     def stop_after_first_epoch(epoch, row):

@@ -3,7 +3,6 @@ import pytest
 
 from medsight.data.medmnist import medmnist_dataset
 from medsight.errors import InputFileError
-
 from tests.conftest import SHARED_DATA
 
 

@@ -7,7 +7,10 @@ import pytest
 from sklearn.calibration import calibration_curve
 
 from medsight.errors import MedsightError
-from medsight.evaluation.calibration import expected_calibration_error, reliability_curve
+from medsight.evaluation.calibration import (
+    expected_calibration_error,
+    reliability_curve,
+)
 
 
 def _binary_cases(confidence: float, n: int, n_correct: int) -> tuple[np.ndarray, np.ndarray]:

@@ -123,7 +123,7 @@ _CRASH_SCRIPT = textwrap.dedent("""
     from medsight.config import load_config
     from medsight.inference.explain import explain
     from medsight.models import build_model
-    from medsight.training.runtime import Runtime
+    from medsight.runtime import Runtime
 
     cfg = load_config(None, ["model.name=resnet18-small", "model.options.width=8"])
     # as load_run sets the model up (precision, channels_last from the config defaults)

@@ -12,7 +12,12 @@ from PIL import Image
 
 from medsight.errors import InputFileError
 from medsight.inference.load import load_run
-from medsight.inference.predict import PREDICTIONS_FILE, expand_inputs, predict_image, predict_paths
+from medsight.inference.predict import (
+    PREDICTIONS_FILE,
+    expand_inputs,
+    predict_image,
+    predict_paths,
+)
 from medsight.io import read_image
 
 from .files import write_slice_files

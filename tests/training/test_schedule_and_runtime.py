@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from medsight.config import TrainConfig
+from medsight.runtime import Runtime
 from medsight.training.optim import lr_factor
-from medsight.training.runtime import Runtime
 
 
 def test_warmup_then_cosine_to_zero():
@@ -44,7 +44,7 @@ def test_fp32_training_of_a_narrow_resnet_does_not_crash(tmp_path):
     script = (
         "import torch, torch.nn.functional as F\n"
         "from medsight.models import build_model\n"
-        "from medsight.training.runtime import Runtime\n"
+        "from medsight.runtime import Runtime\n"
         "rt = Runtime.create(precision='fp32', channels_last=True, threads=2)\n"
         "m = rt.model(build_model('resnet18-small', 1, 2, 2, width=8), 2)\n"
         "for _ in range(3):\n"

@@ -6,7 +6,7 @@ import torch
 
 from medsight.errors import ConfigError
 from medsight.evaluation.evaluate import evaluate_run
-from medsight.training.checkpoint import load_checkpoint
+from medsight.runtime.checkpoint import load_checkpoint
 from medsight.training.run import train_run
 from tests.conftest import tiny_config
 

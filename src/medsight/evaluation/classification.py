@@ -34,7 +34,11 @@ from sklearn.metrics import (
 )
 
 from medsight.errors import MedsightError
-from medsight.evaluation.calibration import bin_ids, confidence_and_outcome, expected_calibration_error
+from medsight.evaluation.calibration import (
+    bin_ids,
+    confidence_and_outcome,
+    expected_calibration_error,
+)
 
 METRICS = (
     "accuracy", "balanced_accuracy", "sensitivity", "specificity",

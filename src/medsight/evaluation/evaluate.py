@@ -18,7 +18,10 @@ import numpy as np
 from medsight.data.prepared import prepare_data
 from medsight.data.registry import build_dataset, dataset_kind
 from medsight.errors import ConfigError, MedsightError
-from medsight.evaluation.classification import classification_metrics, threshold_for_sensitivity
+from medsight.evaluation.classification import (
+    classification_metrics,
+    threshold_for_sensitivity,
+)
 from medsight.evaluation.run_report import write_run_report
 from medsight.inference.load import load_run
 from medsight.inference.probabilities import predict_probabilities

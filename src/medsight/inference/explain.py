@@ -21,7 +21,6 @@ from torch import nn
 from medsight.errors import ConfigError
 from medsight.models import model_spec
 
-
 METHODS = {"gradcam": GradCAM, "gradcam++": GradCAMpp}
 
 

@@ -6,16 +6,14 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 from monai.transforms import Compose
 from torch import nn
 
-from medsight.config import RunConfig, config_from_dict
-from medsight.errors import InputFileError
+from medsight.config import RunConfig
 from medsight.models import build_model
-from medsight.training.checkpoint import BEST, load_checkpoint
-from medsight.training.run import CONFIG_FILE, PLAN_FILE
-from medsight.training.runtime import Runtime
+from medsight.runtime import Runtime
+from medsight.runtime.checkpoint import BEST, load_checkpoint
+from medsight.runtime.run_folder import read_run
 from medsight.transforms import preprocessing
 
 
@@ -60,11 +58,7 @@ class LoadedRun:
 
 def load_run(run_dir: str | Path, checkpoint: str = BEST) -> LoadedRun:
     run_dir = Path(run_dir)
-    for name in (CONFIG_FILE, PLAN_FILE):
-        if not (run_dir / name).is_file():
-            raise InputFileError(run_dir, f"not a medsight run folder (no {name})")
-    cfg = config_from_dict(yaml.safe_load((run_dir / CONFIG_FILE).read_text()), str(run_dir / CONFIG_FILE))
-    plan = json.loads((run_dir / PLAN_FILE).read_text())
+    cfg, plan = read_run(run_dir)
     runtime = Runtime.create(cfg.train.precision, cfg.train.channels_last, cfg.train.threads,
                              plan["spatial_dims"])
     model = build_model(cfg.model.name, plan["in_channels"], len(plan["class_names"]),

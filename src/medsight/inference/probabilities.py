@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from medsight.training.runtime import Runtime
+from medsight.runtime import Runtime
 
 
 @torch.no_grad()

@@ -13,7 +13,7 @@ from torch import nn
 
 from medsight.data.prepared import PreparedSplit
 from medsight.inference.probabilities import predict_logits
-from medsight.training.runtime import Runtime
+from medsight.runtime import Runtime
 
 
 def balanced_class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:

@@ -18,24 +18,23 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import yaml
 
-from medsight.config import RunConfig, config_from_dict, save_config
+from medsight.config import RunConfig, save_config
 from medsight.data.prepared import PreparedSplit, prepare_data
 from medsight.data.registry import build_dataset
 from medsight.data.types import SplitData
 from medsight.errors import ConfigError
 from medsight.models import build_model, model_spec
-from medsight.training.checkpoint import LAST
+from medsight.runtime import Runtime
+from medsight.runtime.checkpoint import LAST
+from medsight.runtime.run_folder import CONFIG_FILE, PLAN_FILE, read_config
 from medsight.training.classification import ClassificationTask, balanced_class_weights
 from medsight.training.history import write_curves
-from medsight.training.runtime import Runtime
 from medsight.training.trainer import EpochCallback, Trainer
 from medsight.transforms import augmentation
 from medsight.utils.atomic import write_json
 
 log = logging.getLogger(__name__)
-CONFIG_FILE, PLAN_FILE = "config.yaml", "plan.json"
 
 
 def train_run(cfg: RunConfig, out: Path | None = None, *, resume: bool = False,
@@ -84,8 +83,7 @@ def make_plan(cfg: RunConfig, data: SplitData, prepared: dict[str, PreparedSplit
         "train_class_counts": {data.class_names[k]: counts.get(k, 0) for k in range(data.num_classes)},
         "skipped_files": [{"file": f, "problem": p} for f, p in data.skipped],
         "intensity_after_preprocessing": {"mean": float(train.images.mean()), "std": float(train.images.std())},
-        "runtime": {"precision": runtime.precision, "channels_last": runtime.channels_last,
-                    "threads": runtime.threads, "device": str(runtime.device)},
+        "runtime": runtime.describe(),
     }
 
 
@@ -94,7 +92,7 @@ def _check_run_dir(run_dir: Path, cfg: RunConfig, resume: bool, overwrite: bool)
     if resume:
         if not last.is_file():
             raise ConfigError(f"{run_dir}: nothing to resume (no checkpoints/{LAST})")
-        saved = config_from_dict(yaml.safe_load((run_dir / CONFIG_FILE).read_text()), str(run_dir / CONFIG_FILE))
+        saved = read_config(run_dir)
         if saved.model_dump() != cfg.model_dump():
             raise ConfigError(f"{run_dir}: the config differs from the one this run started with; "
                               "resume with the same config (see its config.yaml)")

@@ -18,11 +18,11 @@ from tqdm.auto import tqdm
 
 from medsight.config import TrainConfig
 from medsight.errors import MedsightError
-from medsight.training.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
+from medsight.runtime import Runtime
+from medsight.runtime.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
 from medsight.training.early_stopping import EarlyStopping
 from medsight.training.history import write_history
 from medsight.training.optim import make_optimizer, make_scheduler
-from medsight.training.runtime import Runtime
 
 log = logging.getLogger(__name__)
 EpochCallback = Callable[[int, dict], None]

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from monai.transforms import MapTransform, NormalizeIntensityd, ScaleIntensityd, ScaleIntensityRanged
+from monai.transforms import (
+    MapTransform,
+    NormalizeIntensityd,
+    ScaleIntensityd,
+    ScaleIntensityRanged,
+)
 
 from medsight.config import TransformConfig, WindowConfig
 from medsight.errors import ConfigError

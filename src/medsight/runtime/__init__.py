@@ -1,0 +1,16 @@
+"""Machinery every floor above uses: device and precision, checkpoints, the run folder.
+
+Training, inference, the service and export all import from here, never from each other.
+"""
+
+from medsight.runtime.device import (
+    PRECISION_ENV,
+    Runtime,
+    available_cores,
+    cpu_description,
+    cpu_has_native_bf16,
+    resolve_precision,
+)
+
+__all__ = ["PRECISION_ENV", "Runtime", "available_cores", "cpu_description", "cpu_has_native_bf16",
+           "resolve_precision"]
