@@ -10,7 +10,7 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Callable, Iterator, Protocol, Sequence
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import torch
 from torch import nn
@@ -31,8 +31,8 @@ EpochCallback = Callable[[int, dict], None]
 class Task(Protocol):
     """What the trainer needs from a task (classification, segmentation, ...)."""
 
-    def train_batches(self, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
-    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor: ...
+    def train_batches(self, seed: int) -> Iterator[tuple[torch.Tensor, Any]]: ...
+    def loss(self, outputs: Any, targets: Any) -> torch.Tensor: ...
     def validate(self, model: nn.Module, runtime: Runtime) -> dict[str, float]: ...
 
 
@@ -85,7 +85,7 @@ class Trainer:
         bar = tqdm(self.task.train_batches(seed), desc=f"epoch {epoch + 1}/{self.cfg.epochs}",
                    leave=False, disable=None, unit="batch")
         for x, y in bar:
-            x, y = self.runtime.batch(x), y.to(self.runtime.device)
+            x, y = self.runtime.batch(x), to_device(y, self.runtime.device)
             self.optimizer.zero_grad(set_to_none=True)
             with self.runtime.autocast():
                 outputs = self.model(x)
@@ -95,7 +95,7 @@ class Trainer:
                                     "lower train.lr or check the data for extreme values")
             loss.backward()
             self.optimizer.step()
-            total, count = total + loss.item() * len(y), count + len(y)
+            total, count = total + loss.item() * len(x), count + len(x)
             bar.set_postfix(loss=f"{total / count:.4f}", **shown)
         return total / max(count, 1)
 
@@ -119,6 +119,17 @@ class Trainer:
         self.stopper.load_state_dict(state["stopper"])
         self.history = list(state["history"])
         return int(state["epoch"])
+
+
+def to_device(targets, device: torch.device):
+    """Targets as a task gives them (a tensor, or lists/dicts of tensors, e.g. boxes) on ``device``."""
+    if isinstance(targets, torch.Tensor):
+        return targets.to(device, non_blocking=True)
+    if isinstance(targets, dict):
+        return {k: to_device(v, device) for k, v in targets.items()}
+    if isinstance(targets, (list, tuple)):
+        return type(targets)(to_device(v, device) for v in targets)
+    return targets
 
 
 def _fmt(row: dict) -> str:
