@@ -122,6 +122,22 @@ def predict(
 
 @app.command()
 @_user_errors
+def export(
+    run: Path = typer.Argument(..., help="Run folder made by `medsight train`."),
+    format_: str = typer.Option("onnx", "--format", help="Export format (onnx)."),
+) -> None:
+    """Export the run's best model for fast inference; predict then uses it.
+
+    Example: medsight export runs/demo --format onnx   (writes runs/demo/model.onnx)
+    """
+    from medsight.inference.export import export_run
+
+    path = export_run(run, format_)
+    typer.echo(f"wrote {path}")
+
+
+@app.command()
+@_user_errors
 def demo(
     out: Path = typer.Option(Path("demo-out"), "--out", help="Output folder; the run lands in OUT/run."),
     epochs: Optional[int] = typer.Option(None, help="Override the number of epochs."),

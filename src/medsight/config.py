@@ -108,6 +108,9 @@ class TrainConfig(_Strict):
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     monitor: str = "val_auc"  # a key of the validation log; "val_loss" is minimised
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
+    # re-estimate BatchNorm statistics on this many clean training images before each
+    # validation (training/batchnorm.py); 0 keeps the running averages
+    precise_bn_samples: int = Field(512, ge=0)
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     channels_last: bool = True
     threads: Optional[int] = Field(None, ge=1)  # None: the cores this process may use

@@ -13,11 +13,14 @@ from tests.conftest import tiny_config
 
 def test_short_training_beats_chance_clearly(trained_run):
     metrics = evaluate_run(trained_run, split="test")
-    assert metrics["auc"] > 0.75, metrics["auc"]
-    assert metrics["ci"]["auc"][0] > 0.5
+    assert metrics["auc"] > 0.8, metrics["auc"]
+    assert metrics["ci"]["auc"][0] > 0.6
     history = [json.loads(line) for line in (trained_run / "metrics.jsonl").read_text().splitlines()]
-    assert len(history) == 6
+    assert len(history) == 8
     assert history[-1]["train_loss"] < history[0]["train_loss"]
+    # No validation collapse between epochs: with stale BatchNorm statistics the eval-mode
+    # loss reached 15-48 here while the training loss fell (training/batchnorm.py).
+    assert max(row["val_loss"] for row in history) < 1.5, [row["val_loss"] for row in history]
     for name in ("config.yaml", "plan.json", "checkpoints/best.pt", "checkpoints/last.pt",
                  "training_curves.png", "metrics.json", "report.html"):
         assert (trained_run / name).is_file(), name

@@ -14,6 +14,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from medsight.data.prepared import prepare_data
 from medsight.data.registry import build_dataset, dataset_kind
@@ -23,8 +24,8 @@ from medsight.evaluation.classification import (
     threshold_for_sensitivity,
 )
 from medsight.evaluation.run_report import write_run_report
+from medsight.inference.engine import run_batches
 from medsight.inference.load import load_run
-from medsight.inference.probabilities import predict_probabilities
 from medsight.utils.atomic import write_json, write_text
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ def evaluate_run(run: Path, split: str = "test", data: Path | None = None,
 
     def probabilities(name: str) -> tuple[np.ndarray, np.ndarray]:
         part = prepared[name]
-        return part.labels.numpy(), predict_probabilities(loaded.model, part.images, loaded.runtime)
+        return part.labels.numpy(), torch.softmax(run_batches(loaded.engine, part.images), 1).numpy()
 
     y, probs = probabilities(split)
     source = "default"

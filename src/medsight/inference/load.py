@@ -10,6 +10,7 @@ from monai.transforms import Compose
 from torch import nn
 
 from medsight.config import RunConfig
+from medsight.inference.engine import Engine, OnnxEngine, TorchEngine, exported_model
 from medsight.models import build_model
 from medsight.runtime import Runtime
 from medsight.runtime.checkpoint import BEST, load_checkpoint
@@ -24,6 +25,7 @@ class LoadedRun:
     plan: dict
     model: nn.Module
     runtime: Runtime
+    engine: Engine  # the forward pass used for predictions (PyTorch or ONNX Runtime)
     _preprocess: Compose | None = field(default=None, init=False, repr=False)
 
     @property
@@ -56,14 +58,18 @@ class LoadedRun:
         return self.cfg.evaluation.threshold
 
 
-def load_run(run_dir: str | Path, checkpoint: str = BEST) -> LoadedRun:
+def load_run(run_dir: str | Path, checkpoint: str = BEST, prefer_onnx: bool = True) -> LoadedRun:
+    """A run ready to predict; its ONNX export runs the forward pass when there is a current one."""
     run_dir = Path(run_dir)
     cfg, plan = read_run(run_dir)
     runtime = Runtime.create(cfg.train.precision, cfg.train.channels_last, cfg.train.threads,
                              plan["spatial_dims"])
     model = build_model(cfg.model.name, plan["in_channels"], len(plan["class_names"]),
                         plan["spatial_dims"], **cfg.model.options)
-    state = load_checkpoint(run_dir / "checkpoints" / checkpoint)
+    checkpoint_file = run_dir / "checkpoints" / checkpoint
+    state = load_checkpoint(checkpoint_file)
     model.load_state_dict(state["model"])
     model = runtime.model(model, plan["spatial_dims"]).eval()
-    return LoadedRun(run_dir, cfg, plan, model, runtime)
+    onnx = exported_model(run_dir, checkpoint_file) if prefer_onnx else None
+    engine = OnnxEngine(onnx, runtime.threads) if onnx else TorchEngine(model, runtime)
+    return LoadedRun(run_dir, cfg, plan, model, runtime, engine)

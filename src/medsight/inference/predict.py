@@ -48,9 +48,7 @@ def predict_image(run: LoadedRun, image: MetaTensor, heatmap: bool = True, metho
 
     prepared = prepare_items([{"image": image, "label": -1}], run.preprocess(), run.spatial_dims)
     x = prepared.images[0]
-    with torch.no_grad(), run.runtime.autocast():
-        logits = run.model(run.runtime.batch(x[None])).float()
-    probs = torch.softmax(logits, 1)[0].cpu().numpy()
+    probs = torch.softmax(run.engine(x[None]), 1)[0].numpy()
     names = run.class_names
     if len(names) == 2:
         threshold = run.threshold()

@@ -7,13 +7,13 @@ from typing import Iterator
 import numpy as np
 import torch
 import torch.nn.functional as F
-from monai.transforms import Compose
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from medsight.data.prepared import PreparedSplit
-from medsight.inference.probabilities import predict_logits
+from medsight.inference.engine import TorchEngine, run_batches
 from medsight.runtime import Runtime
+from medsight.transforms.batch_augment import BatchAugment
 
 
 def balanced_class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -23,10 +23,10 @@ def balanced_class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tens
 
 
 class ClassificationTask:
-    """Cross-entropy classification over prepared tensors, with per-batch augmentation."""
+    """Cross-entropy classification over prepared tensors, with batched augmentation."""
 
     def __init__(self, train: PreparedSplit, val: PreparedSplit, num_classes: int,
-                 batch_size: int, augment: Compose | None = None,
+                 batch_size: int, augment: BatchAugment | None = None,
                  class_weights: torch.Tensor | None = None, label_smoothing: float = 0.0):
         self.train, self.val = train, val
         self.num_classes = num_classes
@@ -38,24 +38,32 @@ class ClassificationTask:
     def train_batches(self, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Shuffled, augmented batches; identical for the same ``seed``."""
         n = len(self.train)
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-        if self.augment is not None:
-            self.augment.set_random_state(seed=seed % 2**32)
+        generator = torch.Generator().manual_seed(seed)
+        order = torch.randperm(n, generator=generator)
         for start in range(0, n, self.batch_size):
             idx = order[start:start + self.batch_size]
             if len(idx) < 2 and n > 1:  # BatchNorm cannot train on a batch of one
                 continue
             x = self.train.images[idx]
             if self.augment is not None:
-                x = torch.stack([torch.as_tensor(self.augment({"image": xi})["image"]) for xi in x])
+                x, _ = self.augment(x, generator)
             yield x, self.train.labels[idx]
+
+    def norm_batches(self, seed: int, max_images: int) -> Iterator[torch.Tensor]:
+        """Un-augmented training images (a seeded subset) for BatchNorm re-estimation."""
+        n = len(self.train)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 1))[:max_images]
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start:start + self.batch_size]
+            if len(idx) >= 2:
+                yield self.train.images[idx]
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits.float(), targets, weight=self.class_weights,
                                label_smoothing=self.label_smoothing)
 
     def validate(self, model: nn.Module, runtime: Runtime) -> dict[str, float]:
-        logits = predict_logits(model, self.val.images, runtime)
+        logits = run_batches(TorchEngine(model, runtime), self.val.images)
         labels = self.val.labels
         probs = torch.softmax(logits, 1).numpy()
         return {

@@ -31,7 +31,7 @@ from medsight.runtime.run_folder import CONFIG_FILE, PLAN_FILE, read_config
 from medsight.training.classification import ClassificationTask, balanced_class_weights
 from medsight.training.history import write_curves
 from medsight.training.trainer import EpochCallback, Trainer
-from medsight.transforms import augmentation
+from medsight.transforms.batch_augment import BatchAugment
 from medsight.utils.atomic import write_json
 
 log = logging.getLogger(__name__)
@@ -59,12 +59,16 @@ def train_run(cfg: RunConfig, out: Path | None = None, *, resume: bool = False,
                         input_size=tuple(train.images.shape[2:]), **cfg.model.options)
     weights = balanced_class_weights(train.labels, data.num_classes) if cfg.train.class_weights == "balanced" else None
     task = ClassificationTask(train, val, data.num_classes, cfg.train.batch_size,
-                              augmentation(cfg.transforms, cfg.model.spatial_dims), weights,
+                              augmenter(cfg), weights,
                               cfg.train.label_smoothing)
     trainer = Trainer(model, task, cfg.train, run_dir, runtime, cfg.model.spatial_dims, callbacks)
     history = trainer.fit(resume=resume)
     write_curves(run_dir, history, cfg.train.monitor)
     return run_dir
+
+
+def augmenter(cfg: RunConfig) -> BatchAugment | None:
+    return BatchAugment(cfg.transforms.augment, cfg.model.spatial_dims) if cfg.transforms.augment.enabled else None
 
 
 def make_plan(cfg: RunConfig, data: SplitData, prepared: dict[str, PreparedSplit], channels: int,

@@ -20,6 +20,7 @@ from medsight.config import TrainConfig
 from medsight.errors import MedsightError
 from medsight.runtime import Runtime
 from medsight.runtime.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
+from medsight.training.batchnorm import recalibrate_batchnorm
 from medsight.training.early_stopping import EarlyStopping
 from medsight.training.history import write_history
 from medsight.training.optim import make_optimizer, make_scheduler
@@ -34,6 +35,8 @@ class Task(Protocol):
     def train_batches(self, seed: int) -> Iterator[tuple[torch.Tensor, Any]]: ...
     def loss(self, outputs: Any, targets: Any) -> torch.Tensor: ...
     def validate(self, model: nn.Module, runtime: Runtime) -> dict[str, float]: ...
+    # optional: clean training inputs for re-estimating BatchNorm statistics (batchnorm.py)
+    # def norm_batches(self, seed: int, max_images: int) -> Iterator[torch.Tensor]: ...
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -61,6 +64,7 @@ class Trainer:
             t0 = time.perf_counter()
             lr = self.optimizer.param_groups[0]["lr"]
             train_loss = self._train_epoch(epoch)
+            self._recalibrate_batchnorm(epoch)
             row = {"epoch": epoch + 1, "train_loss": train_loss,
                    **self.task.validate(self.model, self.runtime), "lr": lr,
                    "seconds": round(time.perf_counter() - t0, 3)}
@@ -98,6 +102,12 @@ class Trainer:
             total, count = total + loss.item() * len(x), count + len(x)
             bar.set_postfix(loss=f"{total / count:.4f}", **shown)
         return total / max(count, 1)
+
+    def _recalibrate_batchnorm(self, epoch: int) -> None:
+        samples = self.cfg.precise_bn_samples
+        if samples and hasattr(self.task, "norm_batches"):
+            recalibrate_batchnorm(self.model, self.task.norm_batches(epoch_seed(self.cfg.seed, epoch), samples),
+                                  self.runtime)
 
     def _checkpoint(self, epoch: int, improved: bool) -> None:
         weights = self.model.state_dict()

@@ -1,0 +1,100 @@
+"""Inference engines: the trained PyTorch model, or its ONNX export under ONNX Runtime.
+
+``medsight export RUN --format onnx`` writes ``RUN/model.onnx``; from then on predict,
+evaluate and the service run the forward pass in ONNX Runtime (fused convolutions, its own
+thread pool: several times the eager fp32 PyTorch rate on CPUs without native bf16; see
+``bench/throughput.py``). Explanations still come from the PyTorch model, which needs
+gradients.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from medsight.errors import InputFileError
+from medsight.runtime import Runtime
+
+log = logging.getLogger(__name__)
+ONNX_FILE, EXPORT_FILE = "model.onnx", "export.json"
+
+
+class Engine(Protocol):
+    name: str
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """fp32 logits ``(N, K, ...)`` for a batch ``(N, C, *spatial)``."""
+        ...
+
+
+class TorchEngine:
+    """The PyTorch model at the runtime's precision and memory layout, without autograd."""
+
+    def __init__(self, model: nn.Module, runtime: Runtime):
+        self.model, self.runtime = model.eval(), runtime
+        self.name = f"pytorch-{runtime.precision}"
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode(), self.runtime.autocast():
+            return self.model(self.runtime.batch(images)).float().cpu()
+
+
+class OnnxEngine:
+    """An exported model under ONNX Runtime's CPU execution provider (fp32)."""
+
+    def __init__(self, path: Path, threads: int):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise InputFileError(path, f"not a usable ONNX model ({str(exc).splitlines()[0][:200]})") from None
+        self.input_name = self.session.get_inputs()[0].name
+        self.name = "onnxruntime"
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        x = np.ascontiguousarray(images.detach().float().cpu().numpy())
+        return torch.from_numpy(self.session.run(None, {self.input_name: x})[0])
+
+
+def exported_model(run_dir: Path, checkpoint_file: Path) -> Path | None:
+    """``RUN/model.onnx`` if it was exported from this very checkpoint, else None."""
+    onnx_path, meta_path = run_dir / ONNX_FILE, run_dir / EXPORT_FILE
+    if not (onnx_path.is_file() and meta_path.is_file()):
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    if meta.get("checkpoint_sha256") != file_sha256(checkpoint_file):
+        log.warning("%s is stale (the checkpoint changed after export); using PyTorch. "
+                    "Run `medsight export` again.", onnx_path)
+        return None
+    return onnx_path
+
+
+def file_sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@torch.no_grad()
+def run_batches(engine: Engine, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Logits for ``images`` ``(N, C, *spatial)`` in batches."""
+    out = [engine(images[start:start + batch_size]) for start in range(0, len(images), batch_size)]
+    return torch.cat(out) if out else torch.empty(0)
