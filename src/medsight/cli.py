@@ -65,17 +65,30 @@ def train(
     set_: list[str] = typer.Option([], "--set", help="Override a key: --set train.lr=0.01"),
     out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default: runs/<name>)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    nproc: int = typer.Option(1, "--nproc", min=1, help="Train on N local processes (DistributedDataParallel)."),
 ) -> None:
     """Train a model.
 
     Example: medsight train configs/demo.yaml --set train.epochs=5 --out runs/try1
+    On several machines: torchrun ... -m medsight.cli train CONFIG (see docs/distributed.md).
     """
+    import os
+
     from medsight.config import load_config
     from medsight.training.run import train_run
 
-    cfg = load_config(config, set_)
+    cfg = load_config(config, set_)  # a bad config fails here, before any process starts
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        from medsight.runtime.distributed import launch_local
+
+        args = ["train", str(config), *[a for item in set_ for a in ("--set", item)]]
+        args += ["--out", str(out)] if out is not None else []
+        launch_local(nproc, args + (["--resume"] if resume else []))
+        typer.echo(f"run folder: {out if out is not None else Path('runs') / cfg.name}")
+        return
     run_dir = train_run(cfg, out, resume=resume)
-    typer.echo(f"run folder: {run_dir}")
+    if int(os.environ.get("RANK", "0")) == 0:
+        typer.echo(f"run folder: {run_dir}")
 
 
 @app.command()

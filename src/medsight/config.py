@@ -95,6 +95,9 @@ class EarlyStoppingConfig(_Strict):
 
 class TrainConfig(_Strict):
     epochs: int = Field(20, ge=1)
+    # stop in time: after the first epoch the epochs that fit are fixed and the schedule
+    # fitted to them (the best checkpoint is kept as usual)
+    time_budget_minutes: Optional[float] = Field(None, gt=0)
     batch_size: int = Field(64, ge=1)
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     lr: float = Field(1e-3, gt=0)
@@ -125,6 +128,7 @@ class EvaluationConfig(_Strict):
 
 class RunConfig(_Strict):
     name: str = "run"
+    task: Literal["classification"] = "classification"
     data: DataConfig = DataConfig()
     transforms: TransformConfig = TransformConfig()
     model: ModelConfig = ModelConfig()

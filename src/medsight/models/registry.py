@@ -78,5 +78,5 @@ def build_model(name: str, in_channels: int, num_classes: int, spatial_dims: int
                           f"{'x'.join(map(str, input_size))}; set transforms.spatial_size")
     try:
         return spec.factory(in_channels, num_classes, spatial_dims, **dict(options))
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise ConfigError(f"model {name!r}: bad model.options ({exc})") from None

@@ -9,11 +9,12 @@ class SimpleCNN(nn.Module):
     """Two conv/pool stages and a two-layer dense head; works for any input size >= 8."""
 
     def __init__(self, in_channels: int, num_classes: int, spatial_dims: int = 2,
-                 channels: tuple[int, int] = (32, 64), hidden: int = 128, dropout: float = 0.25):
+                 channels: tuple[int, int] = (32, 64), hidden: int = 128, dropout: float = 0.25,
+                 norm: str = "batch"):
         super().__init__()
         conv = nn.Conv2d if spatial_dims == 2 else nn.Conv3d
         pool = nn.MaxPool2d if spatial_dims == 2 else nn.MaxPool3d
-        norm = nn.BatchNorm2d if spatial_dims == 2 else nn.BatchNorm3d
+        norm = _norm(norm, spatial_dims)
         # Max, not average: a small lesion must not be averaged away over a large field.
         adaptive = nn.AdaptiveMaxPool2d if spatial_dims == 2 else nn.AdaptiveMaxPool3d
         c1, c2 = channels
@@ -30,3 +31,14 @@ class SimpleCNN(nn.Module):
 
     def forward(self, x):
         return self.classifier(self.pool(self.features(x)))
+
+
+def _norm(kind: str, spatial_dims: int):
+    """Batch norm by default; group norm and none do not depend on the batch (DDP-exact)."""
+    if kind == "batch":
+        return nn.BatchNorm2d if spatial_dims == 2 else nn.BatchNorm3d
+    if kind == "group":
+        return lambda c: nn.GroupNorm(min(8, c), c)
+    if kind == "none":
+        return lambda c: nn.Identity()
+    raise ValueError(f"norm must be batch, group or none, not {kind!r}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Iterator
 
 import numpy as np
@@ -10,10 +11,51 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from medsight.data.prepared import PreparedSplit
+from medsight.config import RunConfig
+from medsight.data.prepared import PreparedSplit, prepare_data
+from medsight.data.registry import build_dataset
+from medsight.data.types import SplitData
 from medsight.inference.engine import TorchEngine, run_batches
+from medsight.models import build_model
 from medsight.runtime import Runtime
+from medsight.training.trainer import Setup
 from medsight.transforms.batch_augment import BatchAugment
+
+
+def setup_classification(cfg: RunConfig, runtime: Runtime) -> Setup:
+    """Prepare the data once, build the model and the task, and describe both in a plan."""
+    data = build_dataset(cfg.data, cfg.train.seed)
+    prepared, channels = prepare_data(data, cfg, ("train", "val"))
+    train, val = prepared["train"], prepared["val"]
+    torch.manual_seed(cfg.train.seed)  # the same initial weights for the same seed
+    model = build_model(cfg.model.name, channels, data.num_classes, cfg.model.spatial_dims,
+                        input_size=tuple(train.images.shape[2:]), **cfg.model.options)
+    weights = balanced_class_weights(train.labels, data.num_classes) if cfg.train.class_weights == "balanced" else None
+    task = ClassificationTask(train, val, data.num_classes, cfg.train.batch_size, augmenter(cfg), weights,
+                              cfg.train.label_smoothing)
+    return Setup(model, task, make_plan(cfg, data, prepared, channels))
+
+
+def augmenter(cfg: RunConfig) -> BatchAugment | None:
+    return BatchAugment(cfg.transforms.augment, cfg.model.spatial_dims) if cfg.transforms.augment.enabled else None
+
+
+def make_plan(cfg: RunConfig, data: SplitData, prepared: dict[str, PreparedSplit], channels: int) -> dict:
+    """nnU-Net-style fingerprint of what the run derived from the data, saved as JSON."""
+    train = prepared["train"]
+    counts = Counter(train.labels.tolist())
+    return {
+        "task": "classification",
+        "class_names": data.class_names,
+        "in_channels": channels,
+        "spatial_dims": cfg.model.spatial_dims,
+        "input_shape": list(train.images.shape[2:]),
+        "source_spacing_median": np.median(train.source_spacings, axis=0).round(4).tolist(),
+        "n_items": {s: len(p) for s, p in prepared.items()},
+        "train_class_counts": {data.class_names[k]: counts.get(k, 0) for k in range(data.num_classes)},
+        "skipped_files": [{"file": f, "problem": p} for f, p in data.skipped],
+        "intensity_after_preprocessing": {"mean": float(train.images.mean()), "std": float(train.images.std())},
+    }
 
 
 def balanced_class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:

@@ -7,88 +7,66 @@ A run folder holds everything needed to repeat, resume, evaluate or serve the mo
     checkpoints/         last.pt (resume) and best.pt (use)
     metrics.jsonl        one line per epoch
     training_curves.png
+
+Each task (classification, segmentation) contributes a ``setup`` function that prepares its
+data, model, task and plan; the folder, runtime, processes and the loop are shared.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from pathlib import Path
-from typing import Sequence
-
-import numpy as np
-import torch
+from typing import Callable, Sequence
 
 from medsight.config import RunConfig, save_config
-from medsight.data.prepared import PreparedSplit, prepare_data
-from medsight.data.registry import build_dataset
-from medsight.data.types import SplitData
 from medsight.errors import ConfigError
-from medsight.models import build_model, model_spec
+from medsight.models import model_spec
 from medsight.runtime import Runtime
 from medsight.runtime.checkpoint import LAST
+from medsight.runtime.distributed import from_environment, shutdown
 from medsight.runtime.run_folder import CONFIG_FILE, PLAN_FILE, read_config
-from medsight.training.classification import ClassificationTask, balanced_class_weights
 from medsight.training.history import write_curves
-from medsight.training.trainer import EpochCallback, Trainer
-from medsight.transforms.batch_augment import BatchAugment
+from medsight.training.trainer import EpochCallback, Setup, Trainer
 from medsight.utils.atomic import write_json
 
 log = logging.getLogger(__name__)
 
 
+def _setups() -> dict[str, Callable[[RunConfig, Runtime], Setup]]:
+    from medsight.training.classification import setup_classification
+
+    return {"classification": setup_classification}
+
+
 def train_run(cfg: RunConfig, out: Path | None = None, *, resume: bool = False,
               overwrite: bool = False, callbacks: Sequence[EpochCallback] = ()) -> Path:
-    """Train a classifier as configured; return the run folder."""
+    """Train a model as configured (on every process of a distributed launch); return the run folder."""
     run_dir = Path(out) if out is not None else Path("runs") / cfg.name
     model_spec(cfg.model.name)  # an unknown model fails before any data is read
-    _check_run_dir(run_dir, cfg, resume, overwrite)
-    runtime = Runtime.create(cfg.train.precision, cfg.train.channels_last, cfg.train.threads,
-                             cfg.model.spatial_dims)
-    log.info("run folder %s; %s on %s, %d threads", run_dir, runtime.precision, runtime.device,
-             runtime.threads)
-    data = build_dataset(cfg.data, cfg.train.seed)
-    prepared, channels = prepare_data(data, cfg, ("train", "val"))
-    train, val = prepared["train"], prepared["val"]
-    plan = make_plan(cfg, data, prepared, channels, runtime)
-    save_config(cfg, run_dir / CONFIG_FILE)
-    write_json(run_dir / PLAN_FILE, plan)
-
-    torch.manual_seed(cfg.train.seed)  # the same initial weights for the same seed
-    model = build_model(cfg.model.name, channels, data.num_classes, cfg.model.spatial_dims,
-                        input_size=tuple(train.images.shape[2:]), **cfg.model.options)
-    weights = balanced_class_weights(train.labels, data.num_classes) if cfg.train.class_weights == "balanced" else None
-    task = ClassificationTask(train, val, data.num_classes, cfg.train.batch_size,
-                              augmenter(cfg), weights,
-                              cfg.train.label_smoothing)
-    trainer = Trainer(model, task, cfg.train, run_dir, runtime, cfg.model.spatial_dims, callbacks)
-    history = trainer.fit(resume=resume)
-    write_curves(run_dir, history, cfg.train.monitor)
+    dist = from_environment()
+    try:
+        _check_run_dir(run_dir, cfg, resume, overwrite and dist.is_main)
+        dist.barrier()  # nobody writes before every rank has checked the folder
+        if not dist.is_main:
+            logging.getLogger("medsight").setLevel(logging.WARNING)
+        runtime = Runtime.create(cfg.train.precision, cfg.train.channels_last,
+                                 cfg.train.threads or dist.threads(), cfg.model.spatial_dims, dist.device())
+        log.info("run folder %s; %s on %s, %d threads%s", run_dir, runtime.precision, runtime.device,
+                 runtime.threads, f", {dist.world_size} processes" if dist.enabled else "")
+        setup = _setups()[cfg.task](cfg, runtime)
+        if dist.is_main:
+            save_config(cfg, run_dir / CONFIG_FILE)
+            write_json(run_dir / PLAN_FILE, {**setup.plan, "runtime": runtime.describe(),
+                                             "processes": dist.world_size})
+        trainer = Trainer(setup.model, setup.task, cfg.train, run_dir, runtime, cfg.model.spatial_dims,
+                          callbacks, dist)
+        history = trainer.fit(resume=resume)
+        if dist.is_main:
+            write_curves(run_dir, history, cfg.train.monitor)
+        dist.barrier()
+    finally:
+        shutdown()
     return run_dir
-
-
-def augmenter(cfg: RunConfig) -> BatchAugment | None:
-    return BatchAugment(cfg.transforms.augment, cfg.model.spatial_dims) if cfg.transforms.augment.enabled else None
-
-
-def make_plan(cfg: RunConfig, data: SplitData, prepared: dict[str, PreparedSplit], channels: int,
-              runtime: Runtime) -> dict:
-    """nnU-Net-style fingerprint of what the run derived from the data, saved as JSON."""
-    train = prepared["train"]
-    counts = Counter(train.labels.tolist())
-    return {
-        "task": "classification",
-        "class_names": data.class_names,
-        "in_channels": channels,
-        "spatial_dims": cfg.model.spatial_dims,
-        "input_shape": list(train.images.shape[2:]),
-        "source_spacing_median": np.median(train.source_spacings, axis=0).round(4).tolist(),
-        "n_items": {s: len(p) for s, p in prepared.items()},
-        "train_class_counts": {data.class_names[k]: counts.get(k, 0) for k in range(data.num_classes)},
-        "skipped_files": [{"file": f, "problem": p} for f, p in data.skipped],
-        "intensity_after_preprocessing": {"mean": float(train.images.mean()), "std": float(train.images.std())},
-        "runtime": runtime.describe(),
-    }
 
 
 def _check_run_dir(run_dir: Path, cfg: RunConfig, resume: bool, overwrite: bool) -> None:

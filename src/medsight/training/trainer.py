@@ -2,6 +2,9 @@
 
 Every epoch reseeds shuffling, augmentation and dropout from ``(seed, epoch)``, so a run
 resumed from ``last.pt`` ends with the same weights as one that was never interrupted.
+Under DistributedDataParallel every rank draws the same global batch and trains on its own
+slice of it, with the loss scaled so that the averaged gradient is the global batch's: N
+processes follow the single-process run (``tests/training/test_distributed.py``).
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
@@ -20,6 +24,7 @@ from medsight.config import TrainConfig
 from medsight.errors import MedsightError
 from medsight.runtime import Runtime
 from medsight.runtime.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
+from medsight.runtime.distributed import Distributed
 from medsight.training.batchnorm import recalibrate_batchnorm
 from medsight.training.early_stopping import EarlyStopping
 from medsight.training.history import write_history
@@ -39,17 +44,34 @@ class Task(Protocol):
     # def norm_batches(self, seed: int, max_images: int) -> Iterator[torch.Tensor]: ...
 
 
+@dataclass
+class Setup:
+    """What a task's setup hands the shared training run: model, task, and the plan to save."""
+
+    model: nn.Module
+    task: Task
+    plan: dict
+
+
 def epoch_seed(seed: int, epoch: int) -> int:
     return seed * 1_000_003 + epoch
 
 
 class Trainer:
     def __init__(self, model: nn.Module, task: Task, cfg: TrainConfig, run_dir: Path,
-                 runtime: Runtime, spatial_dims: int, callbacks: Sequence[EpochCallback] = ()):
+                 runtime: Runtime, spatial_dims: int, callbacks: Sequence[EpochCallback] = (),
+                 dist: Distributed = Distributed()):
         self.model = runtime.model(model, spatial_dims)
-        self.task, self.cfg, self.run_dir, self.runtime = task, cfg, Path(run_dir), runtime
+        self.task, self.cfg, self.run_dir, self.runtime, self.dist = task, cfg, Path(run_dir), runtime, dist
+        self.forward = self.model
+        if dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [runtime.device.index] if runtime.device.type == "cuda" else None
+            self.forward = DistributedDataParallel(self.model, device_ids=ids)
+        self.epochs = cfg.epochs  # lowered to what fits when train.time_budget_minutes is set
         self.optimizer = make_optimizer(self.model, cfg)
-        self.scheduler = make_scheduler(self.optimizer, cfg)
+        self.scheduler = make_scheduler(self.optimizer, cfg, lambda: self.epochs)
         self.stopper = EarlyStopping(cfg.monitor, cfg.early_stopping.patience, cfg.early_stopping.min_delta)
         self.history: list[dict] = []
         self.callbacks = list(callbacks)
@@ -57,59 +79,92 @@ class Trainer:
     def fit(self, resume: bool = False) -> list[dict]:
         start = self._restore() if resume else 0
         if start:
-            log.info("resuming after epoch %d of %d", start, self.cfg.epochs)
-        for epoch in range(start, self.cfg.epochs):
-            if self.stopper.should_stop:
-                break
+            log.info("resuming after epoch %d of %d", start, self.epochs)
+        t_start = time.perf_counter()
+        epoch = start
+        while epoch < self.epochs and not self.stopper.should_stop:
             t0 = time.perf_counter()
             lr = self.optimizer.param_groups[0]["lr"]
-            train_loss = self._train_epoch(epoch)
+            train_loss, train_rate = self.train_epoch(epoch)
             self._recalibrate_batchnorm(epoch)
-            row = {"epoch": epoch + 1, "train_loss": train_loss,
-                   **self.task.validate(self.model, self.runtime), "lr": lr,
+            row = {"epoch": epoch + 1, "train_loss": train_loss, **self._validate(), "lr": lr,
+                   "train_images_per_second": round(train_rate, 1),
                    "seconds": round(time.perf_counter() - t0, 3)}
+            epoch += 1
+            self._fit_budget(epoch - start, time.perf_counter() - t_start, epoch)
             self.scheduler.step()
-            improved = self.stopper.update(epoch + 1, row)
+            improved = self.stopper.update(epoch, row)
             self.history.append(row)
-            self._checkpoint(epoch + 1, improved)
-            log.info("epoch %d/%d %s%s", epoch + 1, self.cfg.epochs, _fmt(row), " (best)" if improved else "")
+            self._checkpoint(epoch, improved)
+            log.info("epoch %d/%d %s%s", epoch, self.epochs, _fmt(row), " (best)" if improved else "")
             if self.stopper.should_stop:
                 log.info("early stopping: no %s improvement for %d epochs", self.cfg.monitor, self.stopper.patience)
             for callback in self.callbacks:
-                callback(epoch + 1, row)
+                callback(epoch, row)
         return self.history
 
-    def _train_epoch(self, epoch: int) -> float:
+    def train_epoch(self, epoch: int) -> tuple[float, float]:
+        """One pass over the training batches; (mean loss, images per second)."""
         seed = epoch_seed(self.cfg.seed, epoch)
         torch.manual_seed(seed)  # dropout and any other torch randomness
         self.model.train()
-        total, count = 0.0, 0
+        total, count, t0 = 0.0, 0, time.perf_counter()
         last = self.history[-1].get(self.cfg.monitor) if self.history else None
         shown = {self.cfg.monitor: f"{last:.4f}"} if isinstance(last, float) and not math.isnan(last) else {}
-        bar = tqdm(self.task.train_batches(seed), desc=f"epoch {epoch + 1}/{self.cfg.epochs}",
-                   leave=False, disable=None, unit="batch")
+        bar = tqdm(self.task.train_batches(seed), desc=f"epoch {epoch + 1}/{self.epochs}",
+                   leave=False, disable=None if self.dist.is_main else True, unit="batch")
         for x, y in bar:
+            n_global = len(x)
+            x, y = self.dist.shard(x), self.dist.shard(y)
             x, y = self.runtime.batch(x), to_device(y, self.runtime.device)
             self.optimizer.zero_grad(set_to_none=True)
             with self.runtime.autocast():
-                outputs = self.model(x)
+                outputs = self.forward(x)
             loss = self.task.loss(outputs, y)
             if not torch.isfinite(loss):
                 raise MedsightError(f"training diverged at epoch {epoch + 1} (loss {loss.item()}); "
                                     "lower train.lr or check the data for extreme values")
-            loss.backward()
+            # DDP averages gradients over ranks; weighting by the slice size makes that the
+            # gradient of the global batch's mean loss even when the slices differ in size.
+            (loss * (len(x) * self.dist.world_size / n_global)).backward()
             self.optimizer.step()
             total, count = total + loss.item() * len(x), count + len(x)
             bar.set_postfix(loss=f"{total / count:.4f}", **shown)
-        return total / max(count, 1)
+        total, count = self.dist.all_sum([total, count])
+        return total / max(count, 1), count / max(time.perf_counter() - t0, 1e-9)
 
     def _recalibrate_batchnorm(self, epoch: int) -> None:
         samples = self.cfg.precise_bn_samples
         if samples and hasattr(self.task, "norm_batches"):
+            # every rank sees the same images, so the statistics agree without communication
             recalibrate_batchnorm(self.model, self.task.norm_batches(epoch_seed(self.cfg.seed, epoch), samples),
                                   self.runtime)
 
+    def _validate(self) -> dict[str, float]:
+        row = self.task.validate(self.model, self.runtime) if self.dist.is_main else None
+        return self.dist.broadcast(row)
+
+    def _fit_budget(self, epochs_run: int, elapsed: float, done: int) -> None:
+        """With a time budget, fix the number of epochs from the measured epoch time, once,
+        so the learning-rate schedule ends where training ends; stop at the limit regardless."""
+        budget = self.cfg.time_budget_minutes
+        if budget is None:
+            return
+        per_epoch = elapsed / max(epochs_run, 1)
+        remaining = budget * 60 - elapsed
+        fits = done + max(0, int(remaining // per_epoch))
+        if epochs_run == 1 and fits < self.epochs:
+            self.epochs = max(done, fits)
+            log.info("time budget %.1f min: %d epochs fit (%.1f s each); schedule fitted to them",
+                     budget, self.epochs, per_epoch)
+        elif remaining < per_epoch and done < self.epochs:
+            self.epochs = done
+            log.info("time budget %.1f min reached after %d epochs", budget, done)
+        self.epochs = self.dist.broadcast(self.epochs)  # every rank stops at the same epoch
+
     def _checkpoint(self, epoch: int, improved: bool) -> None:
+        if not self.dist.is_main:
+            return
         weights = self.model.state_dict()
         if improved:
             save_checkpoint(self.run_dir, BEST, {"model": weights, "epoch": epoch,
@@ -117,7 +172,7 @@ class Trainer:
         save_checkpoint(self.run_dir, LAST, {
             "model": weights, "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "stopper": self.stopper.state_dict(),
-            "history": self.history, "epoch": epoch,
+            "history": self.history, "epoch": epoch, "epochs": self.epochs,
         })
         write_history(self.run_dir, self.history)
 
@@ -125,6 +180,7 @@ class Trainer:
         state = load_checkpoint(self.run_dir / "checkpoints" / LAST)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        self.epochs = int(state.get("epochs", self.cfg.epochs))
         self.scheduler.load_state_dict(state["scheduler"])
         self.stopper.load_state_dict(state["stopper"])
         self.history = list(state["history"])
@@ -143,7 +199,7 @@ def to_device(targets, device: torch.device):
 
 
 def _fmt(row: dict) -> str:
-    skip = {"epoch", "seconds"}
+    skip = {"epoch", "seconds", "train_images_per_second"}
     parts = []
     for k, v in row.items():
         if k in skip or v is None:
