@@ -15,7 +15,7 @@ from medsight.config import load_config
 from medsight.data.synthetic import synthetic_sample
 from medsight.evaluation.evaluate import evaluate_run
 from medsight.evaluation.run_report import write_run_report
-from medsight.inference.predict import predict_paths
+from medsight.inference.batch import predict_paths
 from medsight.io.dicom_write import write_ct_slice
 from medsight.io.image import spacing_of
 from medsight.training.run import train_run
@@ -36,7 +36,7 @@ def run_demo(out: Path, epochs: int | None = None, overrides: list[str] | None =
     run_dir = train_run(cfg, out / "run", overwrite=True)
     evaluate_run(run_dir, split="test")
     examples = write_examples(out / "examples", cfg.data.synthetic.seed, cfg.data.synthetic.size)
-    predictions = predict_paths(run_dir, examples, out / "predictions")
+    predictions = predict_paths(run_dir, examples, out / "predictions").results
     write_run_report(run_dir, run_dir, predictions)
     return run_dir
 

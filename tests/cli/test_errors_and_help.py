@@ -57,7 +57,11 @@ def test_bad_input_is_one_line_naming_the_file(cli_run, slice_files, tmp_path, c
     result = invoke("predict", cli_run, slice_files["nifti"], bad, "--out", tmp_path / "preds")
     line = assert_user_error(result, bad, problem)
     assert line.startswith("medsight: error: ")
-    assert not (tmp_path / "preds" / "predictions.json").exists()
+    saved = tmp_path / "preds" / "predictions.json"
+    if bad.exists():  # the good input is still diagnosed; the bad one is listed, not fatal
+        assert [r["input"] for r in json.loads(saved.read_text())] == [str(slice_files["nifti"])]
+    else:  # a missing path is caught before any work starts
+        assert not saved.exists()
 
 
 @pytest.mark.parametrize("case", ["truncated DICOM", "missing path"])

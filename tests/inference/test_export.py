@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from medsight.errors import ConfigError
+from medsight.inference.batch import predict_paths
 from medsight.inference.engine import EXPORT_FILE, ONNX_FILE, OnnxEngine, TorchEngine, run_batches
 from medsight.inference.export import export_run
 from medsight.inference.load import load_run
-from medsight.inference.predict import predict_paths
 from medsight.runtime import PRECISION_ENV, Runtime
 
 
@@ -37,11 +37,11 @@ def test_predict_uses_the_export_and_gives_the_same_answers(run_copy, tmp_path, 
 
     monkeypatch.setenv(PRECISION_ENV, "fp32")  # compare like with like on a bf16 CPU too
     files = list(write_slice_files(tmp_path / "in").values())[:3]
-    torch_results = predict_paths(run_copy, files, tmp_path / "torch", heatmaps=False)
+    torch_results = predict_paths(run_copy, files, tmp_path / "torch", heatmaps=False).results
     tolerance = 1e-4
     export_run(run_copy)
     assert load_run(run_copy).engine.name == "onnxruntime"
-    onnx_results = predict_paths(run_copy, files, tmp_path / "onnx", heatmaps=True)
+    onnx_results = predict_paths(run_copy, files, tmp_path / "onnx", heatmaps=True).results
     for a, b in zip(torch_results, onnx_results):
         assert a["label"] == b["label"]
         for name, p in a["probabilities"].items():
@@ -58,3 +58,14 @@ def test_a_stale_export_is_not_used(run_copy):
 def test_unknown_format_is_a_config_error(run_copy):
     with pytest.raises(ConfigError, match="onnx"):
         export_run(run_copy, "tflite")
+
+
+def test_int8_export_is_validated_and_recorded(run_copy):
+    export_run(run_copy, quantize="int8")
+    meta = json.loads((run_copy / EXPORT_FILE).read_text())
+    assert meta["precision"] == "int8"
+    check = meta["int8_validation"]
+    assert check["val_images"] == 100
+    assert abs(check["auc_int8"] - check["auc_fp32"]) <= 0.01 and check["decisions_flipped"] <= 0.02
+    assert load_run(run_copy).engine.name == "onnxruntime"
+    assert not list(run_copy.glob("*.pre.onnx")) and not list(run_copy.glob("*.int8.onnx"))

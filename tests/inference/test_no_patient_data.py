@@ -5,7 +5,7 @@ import logging
 import pydicom
 from pydicom.data import get_testdata_file
 
-from medsight.inference.predict import predict_paths
+from medsight.inference.batch import predict_paths
 
 
 def test_predict_on_identifiable_dicom_keeps_patient_data_out_of_logs_and_results(
@@ -18,7 +18,7 @@ def test_predict_on_identifiable_dicom_keeps_patient_data_out_of_logs_and_result
     secrets = {s for s in secrets if len(s) >= 3}
     assert secrets
     with caplog.at_level(logging.DEBUG):
-        results = predict_paths(trained_run, files, tmp_path / "out")
+        results = predict_paths(trained_run, files, tmp_path / "out").results
     assert len(results) == 2 and results[0]["modality"] == "CT"
     captured = capsys.readouterr()
     written = (tmp_path / "out" / "predictions.json").read_text()

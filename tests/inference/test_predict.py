@@ -11,13 +11,9 @@ import torch
 from PIL import Image
 
 from medsight.errors import InputFileError
+from medsight.inference.batch import PREDICTIONS_FILE, predict_paths
 from medsight.inference.load import load_run
-from medsight.inference.predict import (
-    PREDICTIONS_FILE,
-    expand_inputs,
-    predict_image,
-    predict_paths,
-)
+from medsight.inference.predict import expand_inputs, predict_image
 from medsight.io import read_image
 
 from .files import write_slice_files
@@ -31,7 +27,7 @@ def slice_files(tmp_path_factory) -> dict[str, Path]:
 def test_one_record_per_input_with_heatmap_files(trained_run, slice_files, tmp_path):
     inputs = [slice_files["dicom"], slice_files["nifti"], slice_files["png"]]
     out = tmp_path / "preds"
-    results = predict_paths(trained_run, inputs, out)
+    results = predict_paths(trained_run, inputs, out).results
     assert json.loads((out / PREDICTIONS_FILE).read_text()) == results
     assert [r["input"] for r in results] == [str(p) for p in inputs]
     names = load_run(trained_run).class_names
@@ -53,13 +49,13 @@ def test_one_record_per_input_with_heatmap_files(trained_run, slice_files, tmp_p
 
 
 def test_no_heatmap(trained_run, slice_files, tmp_path):
-    [record] = predict_paths(trained_run, [slice_files["dicom"]], tmp_path, heatmaps=False)
+    [record] = predict_paths(trained_run, [slice_files["dicom"]], tmp_path, heatmaps=False).results
     assert record["heatmap"] is None and record["heatmap_method"] is None
     assert not (tmp_path / "heatmaps").exists()
 
 
 def test_label_follows_the_threshold(trained_run, slice_files, tmp_path):
-    [r] = predict_paths(trained_run, [slice_files["nifti"]], tmp_path, heatmaps=False)
+    [r] = predict_paths(trained_run, [slice_files["nifti"]], tmp_path, heatmaps=False).results
     assert r["threshold"] == pytest.approx(load_run(trained_run).cfg.evaluation.threshold)
     assert (r["label_index"] == 1) == (r["probabilities"]["nodule"] >= r["threshold"])
 
@@ -78,15 +74,15 @@ def test_probabilities_are_the_models_softmax(trained_run, slice_files):
 def test_dicom_and_nifti_of_one_slice_agree(trained_run, slice_files, tmp_path):
     """The DICOM holds the HU rounded to integers; the diagnosis must not depend on the format."""
     dcm, nii = predict_paths(trained_run, [slice_files["dicom"], slice_files["nifti"]], tmp_path,
-                             heatmaps=False)
+                             heatmaps=False).results
     assert dcm["label"] == nii["label"]
     assert dcm["probabilities"]["nodule"] == pytest.approx(nii["probabilities"]["nodule"], abs=0.02)
 
 
 def test_heatmaps_do_not_change_the_probabilities(trained_run, slice_files, tmp_path):
     inputs = [slice_files["dicom"], slice_files["dicom"], slice_files["nifti"]]
-    with_heat = predict_paths(trained_run, inputs, tmp_path / "a", heatmaps=True)
-    without = predict_paths(trained_run, inputs, tmp_path / "b", heatmaps=False)
+    with_heat = predict_paths(trained_run, inputs, tmp_path / "a", heatmaps=True).results
+    without = predict_paths(trained_run, inputs, tmp_path / "b", heatmaps=False).results
     for a, b in zip(with_heat, without):
         assert a["probabilities"]["nodule"] == pytest.approx(b["probabilities"]["nodule"], abs=1e-4)
     assert with_heat[0]["probabilities"] == with_heat[1]["probabilities"]
@@ -101,7 +97,7 @@ def test_folder_input_expands_to_its_files(trained_run, tmp_path):
     (folder / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")  # hidden: skipped
     expanded = expand_inputs([folder], spatial_dims=2)
     assert expanded == sorted([a, folder / "slice.nii.gz", folder / "slice.png", b])
-    results = predict_paths(trained_run, [folder, a], tmp_path / "out", heatmaps=False)
+    results = predict_paths(trained_run, [folder, a], tmp_path / "out", heatmaps=False).results
     assert [r["input"] for r in results] == [str(p) for p in expanded + [a]]
     assert all(r["label"] in ("nodule", "no nodule") for r in results)
 
@@ -124,5 +120,5 @@ def test_unknown_explain_method_fails_before_writing(trained_run, slice_files, t
     from medsight.errors import ConfigError
 
     with pytest.raises(ConfigError, match="saliency"):
-        predict_paths(trained_run, [slice_files["dicom"]], tmp_path / "out", method="saliency")
+        predict_paths(trained_run, [slice_files["dicom"]], tmp_path / "out", method="saliency").results
     assert not (tmp_path / "out" / PREDICTIONS_FILE).exists()
