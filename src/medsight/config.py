@@ -31,9 +31,13 @@ class SyntheticConfig(_Strict):
 
 
 class DataConfig(_Strict):
-    dataset: Literal["synthetic", "medmnist", "manifest", "folder"] = "synthetic"
-    path: Optional[Path] = None  # .npz, manifest CSV or folder; unused for synthetic
+    dataset: Literal["synthetic", "medmnist", "manifest", "folder", "msd"] = "synthetic"
+    path: Optional[Path] = None  # .npz, manifest CSV, folder or MSD folder; unused for synthetic
     split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    # k-fold by patient instead of split_fractions: fold `fold` is the test split, val is
+    # taken from the other folds (data sets with their own splits ignore this)
+    folds: int = Field(0, ge=0)
+    fold: int = Field(0, ge=0)
     bad_files: Literal["fail", "skip"] = "fail"
     patient_from: Literal["file", "prefix"] = "file"  # folder data sets: file stem before "_"
     require_deidentified: bool = False
@@ -45,6 +49,8 @@ class DataConfig(_Strict):
             raise ValueError(f"data.path is required for data.dataset={self.dataset!r}")
         if abs(sum(self.split_fractions) - 1.0) > 1e-6:
             raise ValueError("data.split_fractions must sum to 1")
+        if self.folds == 1 or (self.folds and self.fold >= self.folds):
+            raise ValueError(f"data.fold must be below data.folds ({self.folds}), and folds 0 (off) or >= 2")
         return self
 
 
@@ -74,7 +80,8 @@ class AugmentConfig(_Strict):
 class TransformConfig(_Strict):
     spatial_size: Optional[list[int]] = None  # resize to this; None keeps the size
     spacing: Optional[list[float]] = None  # resample to this spacing (mm) first
-    intensity: Literal["window", "zscore", "scale01", "none"] = "scale01"
+    # None: planned (classification: scale01; segmentation: from the data's fingerprint)
+    intensity: Optional[Literal["window", "zscore", "scale01", "percentile", "none"]] = None
     # scale01 maps this fixed range to [0, 1] (e.g. [0, 255] for 8-bit photos); None: per image
     intensity_range: Optional[tuple[float, float]] = None
     window: WindowConfig = WindowConfig()
@@ -98,7 +105,7 @@ class TrainConfig(_Strict):
     # stop in time: after the first epoch the epochs that fit are fixed and the schedule
     # fitted to them (the best checkpoint is kept as usual)
     time_budget_minutes: Optional[float] = Field(None, gt=0)
-    batch_size: int = Field(64, ge=1)
+    batch_size: Optional[int] = Field(None, ge=1)  # None: planned (64 for classification)
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
@@ -109,15 +116,37 @@ class TrainConfig(_Strict):
     gamma: float = Field(0.1, gt=0, le=1)
     class_weights: Literal["balanced", "none"] = "none"
     label_smoothing: float = Field(0.0, ge=0, lt=1)
-    monitor: str = "val_auc"  # a key of the validation log; "val_loss" is minimised
+    # a key of the validation log ("..._loss" is minimised); None: val_auc / val_dice by task
+    monitor: Optional[str] = None
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
     # re-estimate BatchNorm statistics on this many clean training images before each
     # validation (training/batchnorm.py); 0 keeps the running averages
-    precise_bn_samples: int = Field(512, ge=0)
+    precise_bn_samples: int = Field(256, ge=0)
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     channels_last: bool = True
     threads: Optional[int] = Field(None, ge=1)  # None: the cores this process may use
     seed: int = 0
+
+
+class LesionConfig(_Strict):
+    """Lesions from a probability map: connected components, and how they are matched."""
+
+    threshold: float = Field(0.5, gt=0, lt=1)
+    min_size: float = Field(0.0, ge=0)  # mm^3 in 3D, mm^2 in 2D
+    hit_rule: Literal["center", "iou"] = "center"  # centre inside a reference lesion, or IoU
+    iou_threshold: float = Field(0.1, gt=0, le=1)
+
+
+class SegmentationConfig(_Strict):
+    """Segmentation settings; None means the planner chooses (plan.json says what)."""
+
+    patch_size: Optional[list[int]] = None
+    foreground_oversample: float = Field(0.33, ge=0, le=1)  # share of patches centred on a label
+    iterations_per_epoch: Optional[int] = Field(None, ge=1)
+    deep_supervision: bool = True  # DynUNet only
+    sw_overlap: float = Field(0.5, ge=0, lt=1)  # sliding-window inference
+    mirror_tta: bool = False  # average over flips along every spatial axis at inference
+    lesions: LesionConfig = LesionConfig()
 
 
 class EvaluationConfig(_Strict):
@@ -128,11 +157,12 @@ class EvaluationConfig(_Strict):
 
 class RunConfig(_Strict):
     name: str = "run"
-    task: Literal["classification"] = "classification"
+    task: Literal["classification", "segmentation"] = "classification"
     data: DataConfig = DataConfig()
     transforms: TransformConfig = TransformConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
+    segmentation: SegmentationConfig = SegmentationConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
 
 

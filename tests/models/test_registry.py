@@ -27,8 +27,10 @@ def _forward(model: torch.nn.Module, x: torch.Tensor, layer: str) -> tuple[torch
     return logits, seen["out"]
 
 
-def _cases():
+def _cases(task: str = "classification"):
     for name, spec in MODELS.items():
+        if spec.task != task:
+            continue
         for dims in spec.dims:
             yield pytest.param(name, dims, id=f"{name}-{dims}d")
 
@@ -60,7 +62,10 @@ def test_cam_layer_exists_with_default_options(name):
     assert MODELS[name].cam_layer in dict(model.named_modules())
 
 
-@pytest.mark.parametrize("name", list(MODELS))
+CLASSIFIERS = [name for name, spec in MODELS.items() if spec.task == "classification"]
+
+
+@pytest.mark.parametrize("name", CLASSIFIERS)
 def test_smallest_declared_size_works(name):
     spec = model_spec(name)
     model = build_model(name, 1, 2, 2, input_size=(spec.min_size,) * 2, **FAST_OPTIONS.get(name, {}))
@@ -68,7 +73,7 @@ def test_smallest_declared_size_works(name):
     assert logits.shape == (1, 2)
 
 
-@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("name", CLASSIFIERS)
 def test_input_smaller_than_min_size_is_a_config_error(name):
     spec = model_spec(name)
     too_small = (spec.min_size - 1, 64)
@@ -116,3 +121,21 @@ def test_unsupported_dims_is_a_config_error(monkeypatch):
     assert build_model("flat-only", 1, 2, 2) is not None
     with pytest.raises(ConfigError, match="3D"):
         build_model("flat-only", 1, 2, 3)
+
+
+@pytest.mark.parametrize("name, dims", list(_cases("segmentation")))
+def test_segmentation_nets_give_one_map_per_class_at_the_input_size(name, dims):
+    size = (32, 48) if dims == 2 else (16, 32, 24)
+    options = ({"channels": (4, 8, 16), "strides": (2, 2)} if name == "unet" else
+               {"filters": [4, 8, 16, 32], "strides": [[1] * dims] + [[2] * dims] * 3})
+    model = build_model(name, 2, 3, dims, input_size=size, **options).eval()
+    with torch.no_grad():
+        out = model(torch.rand(2, 2, *size))
+    assert out.shape == (2, 3, *size)
+
+
+def test_dynunet_deep_supervision_stacks_heads_in_training():
+    model = build_model("dynunet", 1, 2, 3, deep_supervision=True, filters=[4, 8, 16, 32],
+                        strides=[[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2]])
+    out = model.train()(torch.rand(2, 1, 16, 16, 16))
+    assert out.shape[:3] == (2, 3, 2) and out.shape[3:] == (16, 16, 16)  # main + 2 supervision heads

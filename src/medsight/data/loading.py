@@ -80,4 +80,23 @@ def _load_item(item: Item, require_deidentified: bool) -> Item:
             source = str(meta.get("source", item.get("id", ""))) if is_tensor else value
             raise InputFileError(source, NOT_DEIDENTIFIED)
         result[key] = image
+    if item.get("mask") is not None:
+        check_mask_matches(result["image"], result["mask"], item)
     return result
+
+
+def check_mask_matches(image, mask, item: Item) -> None:
+    """A mask must lie on its image's grid: same spatial shape and affine (to 1e-3 mm)."""
+    def name(key: str) -> str:
+        value = item.get(key)
+        return value if isinstance(value, str) else str(getattr(value, "meta", {}).get("source", item.get("id")))
+
+    problem = None
+    if tuple(image.shape[1:]) != tuple(mask.shape[1:]):
+        problem = f"shape {tuple(mask.shape[1:])} differs from the image's {tuple(image.shape[1:])}"
+    elif hasattr(image, "affine") and hasattr(mask, "affine"):
+        diff = float((image.affine.double() - mask.affine.double()).abs().max())
+        if diff > 1e-3:
+            problem = f"affine differs from the image's by up to {diff:.3g} mm"
+    if problem:
+        raise InputFileError(name("mask"), f"mask does not match its image {name('image')}: {problem}")

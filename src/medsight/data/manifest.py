@@ -1,11 +1,14 @@
-"""A data set described by a CSV manifest: ``path,label,patient_id[,split]``.
+"""A data set described by a CSV manifest: ``path,label,patient_id[,split][,mask]``.
 
 - ``path``: an image file or DICOM series folder; relative paths are resolved against the
   CSV's own folder, so a data set folder can be moved as a whole.
 - ``label``: integers (used as class indices) or class names (indexed in sorted order, so the
   mapping is stable across runs and machines).
 - ``patient_id``: keeps each patient in one split. It is never printed in errors or logs.
-- ``split`` (optional): ``train``/``val``/``test``; without it, :func:`patient_split` decides.
+- ``split`` (optional): ``train``/``val``/``test``; without it, :func:`patient_split` decides
+  (or :func:`fold_split` with ``data.folds``).
+- ``mask`` (optional; segmentation): the label map of the image, same grid. With a ``mask``
+  column the ``label`` column may be left out.
 
 Files are not opened here; :func:`medsight.data.loading.load_items` reads them.
 """
@@ -16,16 +19,16 @@ import csv
 from pathlib import Path
 from typing import Sequence
 
-from medsight.data.splits import DEFAULT_FRACTIONS, count_leaks, patient_split
+from medsight.data.splits import DEFAULT_FRACTIONS, count_leaks, fold_split, patient_split
 from medsight.data.types import SPLITS, Item, SplitData
 from medsight.errors import InputFileError
 
-REQUIRED_COLUMNS = ("path", "label", "patient_id")
+REQUIRED_COLUMNS = ("path", "label", "patient_id")  # "label" optional when there is a "mask"
 
 
 def manifest_dataset(
     csv_path: str | Path, *, seed: int = 0, fractions: Sequence[float] = DEFAULT_FRACTIONS,
-    unsplit: str | None = None,
+    unsplit: str | None = None, folds: int = 0, fold: int = 0,
 ) -> SplitData:
     """Items per split from a manifest CSV (see the module docstring for its columns).
 
@@ -34,7 +37,11 @@ def manifest_dataset(
     """
     csv_path = Path(csv_path)
     rows = _read_rows(csv_path)
-    labels, class_names = encode_labels([row["label"] for row in rows], csv_path)
+    has_mask = "mask" in rows[0]
+    if "label" in rows[0]:
+        labels, class_names = encode_labels([row["label"] for row in rows], csv_path)
+    else:  # a segmentation manifest; class names come from the masks (the planner)
+        labels, class_names = [0] * len(rows), []
     root = csv_path.parent
     items: list[Item] = [
         {
@@ -42,6 +49,7 @@ def manifest_dataset(
             "label": label,
             "patient_id": row["patient_id"],
             "id": row["path"],
+            **({"mask": str(_resolve(root, row["mask"]))} if has_mask else {}),
         }
         for row, label in zip(rows, labels)
     ]
@@ -57,6 +65,8 @@ def manifest_dataset(
             )
     elif unsplit is not None:
         splits = [unsplit] * len(items)
+    elif folds:
+        splits = fold_split(patients, labels, folds, fold, seed=seed)
     else:
         splits = patient_split(patients, labels, fractions=fractions, seed=seed)
     per_split: dict[str, list[Item]] = {name: [] for name in SPLITS}
@@ -94,12 +104,13 @@ def _read_rows(csv_path: Path) -> list[dict[str, str]]:
         raise InputFileError(csv_path, f"unreadable CSV: {exc}") from None
     if not columns:
         raise InputFileError(csv_path, "empty manifest CSV (expected header path,label,patient_id)")
-    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    required = [c for c in REQUIRED_COLUMNS if not (c == "label" and "mask" in columns)]
+    missing = [c for c in required if c not in columns]
     if missing:
         raise InputFileError(
             csv_path, f"missing column(s) {', '.join(missing)}; found {', '.join(columns)}"
         )
-    wanted = [*REQUIRED_COLUMNS, *(["split"] if "split" in columns else [])]
+    wanted = [*required, *[c for c in ("split", "mask") if c in columns]]
     rows = []
     for line, raw in raw_rows:
         row = {(k or "").strip(): (v or "").strip() for k, v in raw.items() if isinstance(v, str)}

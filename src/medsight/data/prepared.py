@@ -104,3 +104,42 @@ def prepare_data(data: SplitData, cfg: RunConfig, splits: Sequence[str],
         pre = preprocessing(cfg.transforms, cfg.model.spatial_dims, channels)
         prepared[split] = prepare_items(items, pre, cfg.model.spatial_dims)
     return prepared, int(channels)
+
+
+@dataclass
+class PreparedCases:
+    """Segmentation cases after preprocessing, one tensor each (sizes may differ).
+
+    ``images[i]`` is ``(C, *S_i)`` float32, ``masks[i]`` the label map ``(*S_i)`` uint8, on the
+    resampled grid whose voxel size is ``spacings[i]``.
+    """
+
+    images: list[torch.Tensor]
+    masks: list[torch.Tensor]
+    ids: list[str]
+    sources: list[str]
+    spacings: list[tuple[float, ...]]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def prepare_cases(items: list[Item], preprocess: Compose, spatial_dims: int) -> PreparedCases:
+    """Apply ``preprocess`` (image and ``mask`` keys) to loaded segmentation items, unstacked."""
+    if not items:
+        raise MedsightError("no cases to prepare (empty split)")
+    images, masks, ids, sources, spacings = [], [], [], [], []
+    for item in items:
+        source = str(item["image"].meta.get("source", item.get("id", "?")))
+        ndim = item["image"].ndim - 1
+        if ndim != spatial_dims:
+            raise InputFileError(source, f"is a {ndim}D image of shape {tuple(item['image'].shape[1:])}, "
+                                         f"but the model is {spatial_dims}D (model.spatial_dims)")
+        out = _apply(preprocess, {"image": item["image"], "mask": item["mask"]}, source)
+        image = out["image"]
+        images.append(torch.as_tensor(image.as_tensor() if hasattr(image, "as_tensor") else image).float())
+        masks.append(torch.as_tensor(out["mask"])[0].round().clamp(0, 255).to(torch.uint8))
+        spacings.append(spacing_of(image))
+        ids.append(str(item.get("id", len(ids))))
+        sources.append(source)
+    return PreparedCases(images, masks, ids, sources, spacings)

@@ -26,7 +26,8 @@ def _medmnist(cfg: DataConfig, seed: int, unsplit: str | None) -> SplitData:
 def _manifest(cfg: DataConfig, seed: int, unsplit: str | None) -> SplitData:
     from medsight.data.manifest import manifest_dataset
 
-    return manifest_dataset(_existing(cfg.path), seed=seed, fractions=cfg.split_fractions, unsplit=unsplit)
+    return manifest_dataset(_existing(cfg.path), seed=seed, fractions=cfg.split_fractions, unsplit=unsplit,
+                            folds=cfg.folds, fold=cfg.fold)
 
 
 def _folder(cfg: DataConfig, seed: int, unsplit: str | None) -> SplitData:
@@ -36,11 +37,19 @@ def _folder(cfg: DataConfig, seed: int, unsplit: str | None) -> SplitData:
                           patient_from=cfg.patient_from, unsplit=unsplit)
 
 
+def _msd(cfg: DataConfig, seed: int, unsplit: str | None) -> SplitData:
+    from medsight.data.msd import msd_dataset
+
+    return msd_dataset(_existing(cfg.path), seed=seed, fractions=cfg.split_fractions, folds=cfg.folds,
+                       fold=cfg.fold, unsplit=unsplit)
+
+
 DATASETS: dict[str, Callable[[DataConfig, int, str | None], SplitData]] = {
     "synthetic": _synthetic,
     "medmnist": _medmnist,
     "manifest": _manifest,
     "folder": _folder,
+    "msd": _msd,
 }
 
 
@@ -60,7 +69,7 @@ def build_dataset(cfg: DataConfig, seed: int = 0, unsplit: str | None = None) ->
 def dataset_kind(path: Path) -> str:
     """Guess the data set kind of a path given on the command line (``--data``)."""
     if path.is_dir():
-        return "folder"
+        return "msd" if (path / "dataset.json").is_file() else "folder"
     if path.suffix.lower() == ".npz":
         return "medmnist"
     if path.suffix.lower() in (".csv", ".tsv"):

@@ -33,30 +33,8 @@ def patient_split(
     fractions = validate_fractions(fractions)
     if len(patient_ids) != len(labels):
         raise ValueError(f"{len(patient_ids)} patient IDs but {len(labels)} labels")
-    label_counts: dict[str, Counter] = defaultdict(Counter)
-    for patient, label in zip(patient_ids, labels):
-        label_counts[str(patient)][label] += 1
-    patients = sorted(label_counts)
-    # Majority label; ties go to the label that sorts first, for determinism.
-    patient_label = {
-        p: min(c.items(), key=lambda kv: (-kv[1], str(kv[0])))[0] for p, c in label_counts.items()
-    }
-    counts = _split_counts(len(patients), fractions)
-
-    # Stratify by spreading each label's shuffled patients evenly over [0, 1) and sorting by
-    # that position: any contiguous block of the order then mirrors the label mix.
-    rng = np.random.default_rng(seed)
-    by_label: dict[Hashable, list[str]] = defaultdict(list)
-    for patient in patients:
-        by_label[patient_label[patient]].append(patient)
-    position: dict[str, float] = {}
-    for label in sorted(by_label, key=str):
-        group = by_label[label]
-        offset = rng.random()
-        for rank, index in enumerate(rng.permutation(len(group))):
-            position[group[index]] = (rank + offset) / len(group)
-    tie_break = dict(zip(patients, rng.random(len(patients))))
-    order = sorted(patients, key=lambda p: (position[p], tie_break[p]))
+    order = _stratified_order(patient_ids, labels, seed)
+    counts = _split_counts(len(order), fractions)
 
     # Held-out splits take the front of the order, so they get the evenly spread patients.
     assignment: dict[str, str] = {}
@@ -104,3 +82,44 @@ def _split_counts(n: int, fractions: tuple[float, float, float]) -> tuple[int, i
             counts[i] += 1
     return counts[0], counts[1], counts[2]
 
+
+
+def fold_split(patient_ids: Sequence[str], labels: Sequence[Hashable], folds: int, fold: int,
+               val_fraction: float = 0.1, seed: int = 0) -> list[str]:
+    """k-fold by patient: fold ``fold`` is the test split; val is drawn from the other folds.
+
+    Folds are contiguous blocks of the same stratified patient order ``patient_split`` uses,
+    so each fold mirrors the label mix and the k test folds partition the patients.
+    """
+    if folds < 2 or not 0 <= fold < folds:
+        raise ConfigError(f"need folds >= 2 and 0 <= fold < folds, got folds={folds}, fold={fold}")
+    order = _stratified_order(patient_ids, labels, seed)
+    if len(order) < folds:
+        raise ConfigError(f"{folds} folds need at least {folds} patients, got {len(order)}")
+    bounds = np.linspace(0, len(order), folds + 1).round().astype(int)
+    test = set(order[bounds[fold]:bounds[fold + 1]])
+    rest = [p for p in order if p not in test]
+    n_val = max(1, round(len(rest) * val_fraction)) if len(rest) > 1 else 0
+    val = set(rest[:: max(1, len(rest) // max(n_val, 1))][:n_val])
+    return ["test" if str(p) in test else "val" if str(p) in val else "train" for p in patient_ids]
+
+
+def _stratified_order(patient_ids: Sequence[str], labels: Sequence[Hashable], seed: int) -> list[str]:
+    """Patients in an order where any contiguous block mirrors the label mix."""
+    label_counts: dict[str, Counter] = defaultdict(Counter)
+    for patient, label in zip(patient_ids, labels):
+        label_counts[str(patient)][label] += 1
+    patients = sorted(label_counts)
+    patient_label = {p: min(c.items(), key=lambda kv: (-kv[1], str(kv[0])))[0] for p, c in label_counts.items()}
+    rng = np.random.default_rng(seed)
+    by_label: dict[Hashable, list[str]] = defaultdict(list)
+    for patient in patients:
+        by_label[patient_label[patient]].append(patient)
+    position: dict[str, float] = {}
+    for label in sorted(by_label, key=str):
+        group = by_label[label]
+        offset = rng.random()
+        for rank, index in enumerate(rng.permutation(len(group))):
+            position[group[index]] = (rank + offset) / len(group)
+    tie_break = dict(zip(patients, rng.random(len(patients))))
+    return sorted(patients, key=lambda p: (position[p], tie_break[p]))

@@ -12,6 +12,7 @@ from torch import nn
 from medsight.config import RunConfig
 from medsight.inference.engine import Engine, OnnxEngine, TorchEngine, exported_model
 from medsight.models import build_model
+from medsight.planning import apply_plan
 from medsight.runtime import Runtime
 from medsight.runtime.checkpoint import BEST, load_checkpoint
 from medsight.runtime.run_folder import read_run
@@ -62,6 +63,7 @@ def load_run(run_dir: str | Path, checkpoint: str = BEST, prefer_onnx: bool = Tr
     """A run ready to predict; its ONNX export runs the forward pass when there is a current one."""
     run_dir = Path(run_dir)
     cfg, plan = read_run(run_dir)
+    cfg = apply_plan(cfg, plan.get("planned", {}))
     runtime = Runtime.create(cfg.train.precision, cfg.train.channels_last, cfg.train.threads,
                              plan["spatial_dims"])
     model = build_model(cfg.model.name, plan["in_channels"], len(plan["class_names"]),

@@ -17,6 +17,7 @@ class ModelSpec:
     dims: tuple[int, ...] = (2, 3)
     min_size: int = 8  # smallest spatial size the net accepts
     description: str = ""
+    task: str = "classification"  # or "segmentation": outputs one channel per class per voxel
 
 
 def _simple_cnn(in_channels, num_classes, spatial_dims, **options):
@@ -31,9 +32,10 @@ def _resnet(layers: list[int], block: str, small: bool):
 
         width = options.pop("width", 64)
         stem = {"conv1_t_size": 3, "conv1_t_stride": 1, "no_max_pool": True} if small else {}
-        return ResNet(block=block, layers=layers, block_inplanes=[width, 2 * width, 4 * width, 8 * width],
+        return ResNet(block=block, layers=options.pop("layers", layers),
+                      block_inplanes=[width, 2 * width, 4 * width, 8 * width],
                       spatial_dims=spatial_dims, n_input_channels=in_channels,
-                      num_classes=num_classes, **stem, **options)
+                      num_classes=num_classes, **{**stem, **options})
 
     return factory
 
@@ -43,6 +45,29 @@ def _densenet121(in_channels, num_classes, spatial_dims, **options):
 
     return DenseNet121(spatial_dims=spatial_dims, in_channels=in_channels,
                        out_channels=num_classes, **options)
+
+
+def _unet(in_channels, num_classes, spatial_dims, **options):
+    from monai.networks.nets import UNet
+
+    defaults = {"channels": (16, 32, 64, 128, 256), "strides": (2, 2, 2, 2), "num_res_units": 2,
+                "norm": "instance"}
+    return UNet(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=num_classes,
+                **{**defaults, **options})
+
+
+def _dynunet(in_channels, num_classes, spatial_dims, **options):
+    """nnU-Net's network (MONAI DynUNet); kernels and strides come from the plan."""
+    from monai.networks.nets import DynUNet
+
+    strides = options.pop("strides", [[1] * spatial_dims] + [[2] * spatial_dims] * 4)
+    kernels = options.pop("kernel_size", [[3] * spatial_dims] * len(strides))
+    supervision = options.pop("deep_supervision", False)
+    return DynUNet(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=num_classes,
+                   kernel_size=kernels, strides=strides, upsample_kernel_size=strides[1:],
+                   norm_name=options.pop("norm_name", "instance"), deep_supervision=supervision,
+                   deep_supr_num=options.pop("deep_supr_num", max(1, min(2, len(strides) - 2))),
+                   res_block=options.pop("res_block", True), **options)
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -57,6 +82,10 @@ MODELS: dict[str, ModelSpec] = {
                           description="ResNet-50 (MONAI), for inputs of 64 px and up"),
     "densenet121": ModelSpec(_densenet121, "class_layers.relu", min_size=32,
                              description="DenseNet-121 (MONAI); fails below 32 px"),
+    "unet": ModelSpec(_unet, "", min_size=16, task="segmentation",
+                      description="U-Net with residual units (MONAI UNet), 2D or 3D"),
+    "dynunet": ModelSpec(_dynunet, "", min_size=8, task="segmentation",
+                         description="nnU-Net's DynUNet (MONAI): residual blocks, deep supervision, planned depth"),
 }
 
 

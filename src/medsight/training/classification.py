@@ -8,15 +8,16 @@ from typing import Iterator
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from medsight.config import RunConfig
 from medsight.data.prepared import PreparedSplit, prepare_data
 from medsight.data.registry import build_dataset
 from medsight.data.types import SplitData
+from medsight.evaluation.classification import auc_score
 from medsight.inference.engine import TorchEngine, run_batches
 from medsight.models import build_model
+from medsight.planning import apply_plan, open_keys
 from medsight.runtime import Runtime
 from medsight.training.trainer import Setup
 from medsight.transforms.batch_augment import BatchAugment
@@ -24,6 +25,8 @@ from medsight.transforms.batch_augment import BatchAugment
 
 def setup_classification(cfg: RunConfig, runtime: Runtime) -> Setup:
     """Prepare the data once, build the model and the task, and describe both in a plan."""
+    planned = open_keys(cfg, {"train.batch_size": 64, "transforms.intensity": "scale01", "train.monitor": "val_auc"})
+    cfg = apply_plan(cfg, planned)
     data = build_dataset(cfg.data, cfg.train.seed)
     prepared, channels = prepare_data(data, cfg, ("train", "val"))
     train, val = prepared["train"], prepared["val"]
@@ -33,7 +36,7 @@ def setup_classification(cfg: RunConfig, runtime: Runtime) -> Setup:
     weights = balanced_class_weights(train.labels, data.num_classes) if cfg.train.class_weights == "balanced" else None
     task = ClassificationTask(train, val, data.num_classes, cfg.train.batch_size, augmenter(cfg), weights,
                               cfg.train.label_smoothing)
-    return Setup(model, task, make_plan(cfg, data, prepared, channels))
+    return Setup(cfg, model, task, {**make_plan(cfg, data, prepared, channels), "planned": planned})
 
 
 def augmenter(cfg: RunConfig) -> BatchAugment | None:
@@ -95,8 +98,9 @@ class ClassificationTask:
         """Un-augmented training images (a seeded subset) for BatchNorm re-estimation."""
         n = len(self.train)
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 1))[:max_images]
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start:start + self.batch_size]
+        step = max(self.batch_size, 128)  # larger batches: faster, and closer to population statistics
+        for start in range(0, len(order), step):
+            idx = order[start:start + step]
             if len(idx) >= 2:
                 yield self.train.images[idx]
 
@@ -111,17 +115,5 @@ class ClassificationTask:
         return {
             "val_loss": float(F.cross_entropy(logits, labels, weight=self.class_weights)),
             "val_accuracy": float((probs.argmax(1) == labels.numpy()).mean()),
-            "val_auc": _auc(labels.numpy(), probs),
+            "val_auc": auc_score(labels.numpy(), probs),
         }
-
-
-def _auc(y: np.ndarray, probs: np.ndarray) -> float:
-    if len(np.unique(y)) < 2:
-        return float("nan")
-    if probs.shape[1] == 2:
-        return float(roc_auc_score(y, probs[:, 1]))
-    try:
-        return float(roc_auc_score(y, probs, multi_class="ovr", average="macro",
-                                   labels=list(range(probs.shape[1]))))
-    except ValueError:  # a class missing from this split
-        return float("nan")

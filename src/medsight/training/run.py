@@ -34,8 +34,9 @@ log = logging.getLogger(__name__)
 
 def _setups() -> dict[str, Callable[[RunConfig, Runtime], Setup]]:
     from medsight.training.classification import setup_classification
+    from medsight.training.segmentation import setup_segmentation
 
-    return {"classification": setup_classification}
+    return {"classification": setup_classification, "segmentation": setup_segmentation}
 
 
 def train_run(cfg: RunConfig, out: Path | None = None, *, resume: bool = False,
@@ -58,11 +59,11 @@ def train_run(cfg: RunConfig, out: Path | None = None, *, resume: bool = False,
             save_config(cfg, run_dir / CONFIG_FILE)
             write_json(run_dir / PLAN_FILE, {**setup.plan, "runtime": runtime.describe(),
                                              "processes": dist.world_size})
-        trainer = Trainer(setup.model, setup.task, cfg.train, run_dir, runtime, cfg.model.spatial_dims,
+        trainer = Trainer(setup.model, setup.task, setup.cfg.train, run_dir, runtime, cfg.model.spatial_dims,
                           callbacks, dist)
         history = trainer.fit(resume=resume)
         if dist.is_main:
-            write_curves(run_dir, history, cfg.train.monitor)
+            write_curves(run_dir, history, setup.cfg.train.monitor)
         dist.barrier()
     finally:
         shutdown()

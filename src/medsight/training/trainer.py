@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from medsight.config import TrainConfig
+from medsight.config import RunConfig, TrainConfig
 from medsight.errors import MedsightError
 from medsight.runtime import Runtime
 from medsight.runtime.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
@@ -46,8 +46,10 @@ class Task(Protocol):
 
 @dataclass
 class Setup:
-    """What a task's setup hands the shared training run: model, task, and the plan to save."""
+    """What a task's setup hands the shared training run: the config with the planned values
+    filled in, the model, the task, and the plan to save."""
 
+    cfg: RunConfig
     model: nn.Module
     task: Task
     plan: dict

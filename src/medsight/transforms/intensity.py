@@ -1,4 +1,4 @@
-"""Intensity normalisation: CT windows in HU, z-score for MR, [0, 1] for photographs."""
+"""Intensity normalisation: CT windows in HU, z-score or percentiles for MR, [0, 1] for photographs."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from monai.transforms import (
     NormalizeIntensityd,
     ScaleIntensityd,
     ScaleIntensityRanged,
+    ScaleIntensityRangePercentilesd,
 )
 
 from medsight.config import TransformConfig, WindowConfig
@@ -41,7 +42,10 @@ def intensity_transform(cfg: TransformConfig, keys: list[str]) -> MapTransform |
         return ScaleIntensityRanged(keys, a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True)
     if cfg.intensity == "zscore":
         return NormalizeIntensityd(keys, channel_wise=True)
-    if cfg.intensity == "scale01":
+    if cfg.intensity == "percentile":  # robust to the odd extreme voxel (MR, microscopy)
+        return ScaleIntensityRangePercentilesd(keys, lower=0.5, upper=99.5, b_min=0.0, b_max=1.0, clip=True,
+                                               channel_wise=True)
+    if cfg.intensity in ("scale01", None):
         if cfg.intensity_range is not None:
             lo, hi = cfg.intensity_range
             return ScaleIntensityRanged(keys, a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True)

@@ -1,0 +1,155 @@
+"""A self-configuring segmentation plan, after nnU-Net (Isensee et al., Nature Methods 2021).
+
+``fingerprint`` summarises the training cases (spacings, shapes, foreground intensities per
+channel, class voxel fractions); ``plan_segmentation`` turns it into target spacing,
+normalisation, patch size, network depth (strides and kernels), filters, batch size and
+iterations per epoch, sized for a CPU: the patch covers the median case when that fits
+``MAX_PATCH_VOXELS`` (else it shrinks along its longest axes), the network pools each axis
+until it is ~4 voxels deep, and the batch fills ``VOXELS_PER_STEP``. The result is the same
+for the same fingerprint and config (no timing, no randomness).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+
+from medsight.config import RunConfig
+from medsight.io.image import spacing_of
+
+MAX_PATCH_VOXELS = {2: 256 * 256, 3: 96 * 128 * 96}
+VOXELS_PER_STEP = {2: 32 * 64 * 64, 3: 2 * 48 * 64 * 48}  # a batch's worth of voxels
+MIN_FEATURE = 4  # deepest feature map, voxels per axis (nnU-Net)
+MAX_POOLS = 5
+ANISOTROPY = 3.0  # spacing ratio beyond which the coarse axis is treated as such
+INTENSITY_SAMPLES = 10_000  # foreground voxels per case for the intensity statistics
+
+
+def fingerprint(cases: Sequence[dict], class_names: Sequence[str]) -> dict[str, Any]:
+    """Spacings, shapes, foreground intensity statistics and class fractions of loaded cases
+    (each ``{"image": MetaTensor (C, *S), "mask": MetaTensor (1, *S)}``)."""
+    rng = np.random.default_rng(0)
+    spacings, shapes, samples, counts = [], [], [], np.zeros(len(class_names))
+    modality = None
+    for case in cases:
+        image, mask = case["image"], case["mask"]
+        spacings.append(list(spacing_of(image)))
+        shapes.append(list(image.shape[1:]))
+        modality = modality or image.meta.get("modality")
+        m = np.asarray(mask[0]).astype(np.int64)
+        counts += np.bincount(m.ravel(), minlength=len(class_names))[: len(class_names)]
+        fg = np.flatnonzero(m.ravel() > 0)
+        if len(fg):
+            pick = rng.choice(fg, size=min(len(fg), INTENSITY_SAMPLES), replace=False)
+            samples.append(np.asarray(image).reshape(image.shape[0], -1)[:, pick])
+    values = np.concatenate(samples, axis=1) if samples else np.zeros((1, 1))
+    channels = [{"p00_5": float(np.percentile(v, 0.5)), "p50": float(np.median(v)),
+                 "p99_5": float(np.percentile(v, 99.5)), "mean": float(v.mean()), "std": float(v.std())}
+                for v in values]
+    return {
+        "n_cases": len(cases), "modality": modality,
+        "spacing_median": np.median(spacings, axis=0).round(4).tolist(),
+        "spacing_min": np.min(spacings, axis=0).round(4).tolist(),
+        "spacing_max": np.max(spacings, axis=0).round(4).tolist(),
+        "shape_median": np.median(shapes, axis=0).tolist(),
+        "shape_min": np.min(shapes, axis=0).tolist(), "shape_max": np.max(shapes, axis=0).tolist(),
+        "foreground_intensity": channels,
+        "class_fractions": {n: float(c / max(counts.sum(), 1)) for n, c in zip(class_names, counts)},
+    }
+
+
+def plan_segmentation(fp: dict[str, Any], cfg: RunConfig) -> dict[str, Any]:
+    """Planned values (dotted config keys) for what ``cfg`` leaves empty; see the module doc."""
+    dims = cfg.model.spatial_dims
+    spacing = _target_spacing(fp)
+    scale = np.array(fp["spacing_median"], dtype=float) / np.array(spacing if spacing else fp["spacing_median"])
+    median_shape = np.array(fp["shape_median"], dtype=float) * scale
+    target = list(spacing) if spacing else list(fp["spacing_median"])
+    patch = cfg.segmentation.patch_size or _patch_size(median_shape, target, dims)
+    strides, kernels = _strides_and_kernels(patch, target)
+    pools = len(strides) - 1
+    filters = [min(32 * 2**i, 320) for i in range(pools + 1)]
+    batch = max(2, int(VOXELS_PER_STEP[dims] // math.prod(patch)))
+    planned: dict[str, Any] = {
+        "transforms.intensity": _normalisation(fp),
+        "segmentation.patch_size": [int(p) for p in patch],
+        "train.batch_size": batch,
+        "segmentation.iterations_per_epoch": max(25, math.ceil(fp["n_cases"] / batch)),
+    }
+    if spacing:
+        planned["transforms.spacing"] = spacing
+    if planned["transforms.intensity"] == "window":
+        ch = fp["foreground_intensity"][0]
+        planned["transforms.window"] = {"preset": None, "level": (ch["p00_5"] + ch["p99_5"]) / 2,
+                                        "width": max(ch["p99_5"] - ch["p00_5"], 1.0)}
+    if cfg.model.name == "dynunet":
+        planned.update({"model.options.strides": strides, "model.options.kernel_size": kernels,
+                        "model.options.filters": filters,
+                        "model.options.deep_supervision": cfg.segmentation.deep_supervision})
+    return planned
+
+
+def _target_spacing(fp: dict[str, Any]) -> list[float] | None:
+    """Median spacing when spacings differ between cases (None: all alike, keep the grid).
+
+    On a markedly anisotropic axis the 10th percentile would be nnU-Net's choice; with the
+    median spacing already coarse there, keeping the median avoids inventing slices."""
+    lo, hi = np.array(fp["spacing_min"]), np.array(fp["spacing_max"])
+    if np.all(hi <= lo * 1.01):
+        return None
+    return [round(float(s), 4) for s in fp["spacing_median"]]
+
+
+def _normalisation(fp: dict[str, Any]) -> str:
+    # CT: one window over the data set's foreground HU range (nnU-Net's CT normalisation);
+    # anything else: per-image percentiles, robust to the odd extreme voxel
+    return "window" if str(fp.get("modality") or "").upper() == "CT" else "percentile"
+
+
+def _patch_size(median_shape: np.ndarray, spacing: Sequence[float], dims: int) -> list[int]:
+    """The median case, shrunk along its longest physical axes to fit, in multiples of 2^pools."""
+    shape = np.maximum(median_shape, MIN_FEATURE * 2)
+    while math.prod(shape) > MAX_PATCH_VOXELS[dims]:
+        physical = shape * np.array(spacing)
+        axis = int(np.argmax(physical))
+        shape[axis] = max(shape[axis] * 0.9, MIN_FEATURE * 2)
+    out = []
+    for size in shape:
+        pools = _pools_for(size)
+        step = 2 ** pools
+        out.append(int(math.ceil(size / step) * step))
+    return out
+
+
+def _pools_for(size: float) -> int:
+    return max(0, min(MAX_POOLS, int(math.floor(math.log2(max(size, 1) / MIN_FEATURE)))))
+
+
+def _strides_and_kernels(patch: Sequence[int], spacing: Sequence[float]) -> tuple[list[list[int]], list[list[int]]]:
+    """Per level: stride 2 on axes that can still halve and whose spacing is within 2x of the
+    finest (nnU-Net's rule); kernel 1 on an axis still much coarser than the others."""
+    size = np.array(patch, dtype=float)
+    sp = np.array(spacing, dtype=float)
+    strides, kernels = [[1] * len(patch)], []
+    kernels.append([1 if s > ANISOTROPY * sp.min() else 3 for s in sp])
+    for _ in range(MAX_POOLS):
+        can = (size / 2 >= MIN_FEATURE) & (sp < 2 * sp.min())
+        if not can.any():
+            break
+        stride = [2 if c else 1 for c in can]
+        size = size / np.array(stride)
+        sp = sp * np.array(stride)
+        strides.append(stride)
+        kernels.append([1 if s > ANISOTROPY * sp.min() else 3 for s in sp])
+    return strides, kernels
+
+
+def describe(planned: dict[str, Any]) -> str:
+    """One line for the log."""
+    keys = ("segmentation.patch_size", "train.batch_size", "transforms.spacing", "transforms.intensity")
+    parts = [f"{k.split('.')[-1]} {planned[k]}" for k in keys if k in planned]
+    if "model.options.strides" in planned:
+        parts.append(f"depth {len(planned['model.options.strides']) - 1}")
+    return ", ".join(parts)
