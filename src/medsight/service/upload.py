@@ -8,8 +8,10 @@ service's own temporary folder (a random name; the client's file name is never a
 
 from __future__ import annotations
 
+import asyncio
 import os
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from medsight.service.errors import ApiError, error_response
 
 FILE_FIELD = "file"
 MAX_TEXT_FIELD = 4096
+DRAIN_SECONDS = 10.0
 
 
 def too_large(limit: int) -> ApiError:
@@ -29,7 +32,13 @@ def too_large(limit: int) -> ApiError:
 
 
 class BodySizeLimit:
-    """ASGI middleware: 413 once a request body is (or says it will be) over ``max_bytes``."""
+    """ASGI middleware: 413 once a request body is (or says it will be) over ``max_bytes``.
+
+    Before answering, the rest of a moderately oversized body is read and discarded (never
+    kept): a server that answers and closes while the client is still sending makes the
+    client's TCP stack reset the connection, and the client sees an error instead of the 413.
+    Bodies declared over twice the limit are refused at once.
+    """
 
     def __init__(self, app: ASGIApp, max_bytes: int):
         self.app, self.max_bytes = app, max_bytes
@@ -40,8 +49,13 @@ class BodySizeLimit:
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            status, detail = (413, too_large(self.max_bytes).detail) if declared.isdigit() else (400, "bad Content-Length")
-            await error_response(status, detail, headers={"Connection": "close"})(scope, receive, send)
+            if not declared.isdigit():
+                await error_response(400, "bad Content-Length")(scope, receive, send)
+                return
+            if int(declared) <= 2 * self.max_bytes:
+                await _drain(receive, 2 * self.max_bytes)
+            error = too_large(self.max_bytes)
+            await error_response(413, error.detail, headers={"Connection": "close"})(scope, receive, send)
             return
         received = 0
 
@@ -51,11 +65,28 @@ class BodySizeLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
+                    if message.get("more_body"):
+                        await _drain(receive, self.max_bytes)
                     # Raised inside the route, so the app's handler answers it as JSON 413.
                     raise too_large(self.max_bytes)
             return message
 
         await self.app(scope, limited, send)
+
+
+async def _drain(receive: Receive, budget: int, seconds: float = DRAIN_SECONDS) -> None:
+    """Read and drop the rest of a request body: at most ``budget`` bytes and ``seconds`` seconds."""
+    deadline = time.monotonic() + seconds
+    while budget > 0:
+        try:
+            message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+        except asyncio.TimeoutError:
+            return
+        if message["type"] != "http.request":
+            return
+        budget -= len(message.get("body", b""))
+        if not message.get("more_body"):
+            return
 
 
 @dataclass
