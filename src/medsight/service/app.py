@@ -29,6 +29,7 @@ from medsight.io.read import image_kind
 from medsight.privacy.check import NOT_DEIDENTIFIED, is_deidentified
 from medsight.service.errors import ApiError, install_error_handlers, user_error
 from medsight.service.models import ModelRegistry, PredictOptions, ServedModel
+from medsight.service.pacs_route import pacs_router
 from medsight.service.pool import InferencePool
 from medsight.service.schemas import ERROR_RESPONSES, Prediction
 from medsight.service.settings import ServiceSettings
@@ -135,8 +136,6 @@ def _api_router(registry: ModelRegistry, settings: ServiceSettings, pool: Infere
                  result.get("label"), elapsed)
         return {"model": served.name, "task": served.task, **result,
                 "input": {"format": kind, "bytes": upload.size}, "elapsed_ms": elapsed}
-
-    from medsight.service.pacs_route import pacs_router
 
     router.include_router(pacs_router(registry, settings, pool, model_named))
     return router
