@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -128,7 +129,9 @@ def report(run: dict, kinds: list[dict], peak: float, args) -> dict:
         "by_status": dict(sorted(by_status.items())), "unexpected": dict(unexpected),
         "server_5xx_other_than_503": sum(v for k, v in by_status.items() if k.startswith("5") and k != "503"),
         "rss_mib": {"first_10pct": round(statistics.mean(mem[:tenth]), 1),
-                    "last_10pct": round(statistics.mean(mem[-tenth:]), 1), "peak": round(peak, 1)},
+                    "last_10pct": round(statistics.mean(mem[-tenth:]), 1), "peak": round(peak, 1),
+                    "by_tenth": [round(statistics.mean(mem[i * tenth:(i + 1) * tenth] or mem[-1:]), 1)
+                                 for i in range(10)]},
     }
     print(f"CPU: {summary['cpu']['model']} (native bf16: {summary['cpu']['bf16_native']})")
     print(f"{summary['requests']} requests, {args.clients} clients, {summary['wall_s']} s: "
@@ -138,6 +141,7 @@ def report(run: dict, kinds: list[dict], peak: float, args) -> dict:
     print(f"unexpected    {summary['unexpected'] or 'none'}   5xx other than 503: {summary['server_5xx_other_than_503']}")
     print("server RSS    first 10% {first_10pct} MiB   last 10% {last_10pct} MiB   peak {peak} MiB".format(
         **summary["rss_mib"]))
+    print("RSS by tenth  " + " ".join(f"{v:.0f}" for v in summary["rss_mib"]["by_tenth"]) + " MiB")
     return summary
 
 
@@ -150,6 +154,8 @@ def main() -> None:
     parser.add_argument("--queue", type=int, default=32, help="the service's --queue")
     parser.add_argument("--json", type=Path, help="also write the summary here")
     args = parser.parse_args()
+    # A terminated bench still stops its server (the `finally` below runs on SystemExit).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     port = free_port()
     src = str(Path(__file__).resolve().parents[1] / "src")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
