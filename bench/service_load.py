@@ -159,13 +159,14 @@ def main() -> None:
     port = free_port()
     src = str(Path(__file__).resolve().parents[1] / "src")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    server_log = tempfile.TemporaryFile()
     server = subprocess.Popen(
         [sys.executable, "-m", "medsight.cli", "serve", str(args.run), "--port", str(port), "--api-key", KEY,
          "--max-upload-mb", str(args.max_upload_mb), "--queue", str(args.queue)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        env=env, stdout=server_log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300
         while True:
             try:
                 if httpx.get(url + "/health", timeout=2).status_code == 200:
@@ -173,7 +174,8 @@ def main() -> None:
             except httpx.HTTPError:
                 pass
             if server.poll() is not None or time.monotonic() > deadline:
-                sys.exit("the service did not start")
+                server_log.seek(0)
+                sys.exit("the service did not start:\n" + server_log.read().decode(errors="replace")[-3000:])
             time.sleep(0.2)
         with tempfile.TemporaryDirectory(prefix="medsight-bench-") as folder:
             kinds = make_inputs(Path(folder), args.max_upload_mb)
