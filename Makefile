@@ -9,7 +9,21 @@ TORCH_SPEC ?= torch==2.13.0
 PIP_TORCH_ARGS ?=
 BIN := $(VENV)/bin
 
-.PHONY: install demo test bench clean
+.PHONY: install system-packages demo test bench clean
+
+# Debian packages for the service tests: a real PACS (Orthanc + DICOMweb) and a real browser.
+# Installed only when missing; `sudo` only when not root. Tests skip if they are absent.
+DEBIAN_PACKAGES := orthanc orthanc-dicomweb chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+system-packages:
+	@if command -v apt-get >/dev/null 2>&1; then \
+	  missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	  if [ -n "$$missing" ]; then \
+	    echo "installing Debian packages:$$missing"; \
+	    $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	  fi; \
+	fi
 
 $(BIN)/.medsight-installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +32,7 @@ $(BIN)/.medsight-installed: pyproject.toml Makefile
 	$(BIN)/pip install --disable-pip-version-check -e ".[dev]" "$(TORCH_SPEC)"
 	touch $@
 
-install: $(BIN)/.medsight-installed
+install: system-packages $(BIN)/.medsight-installed
 
 demo: install
 	$(BIN)/medsight demo --out demo-out
@@ -34,4 +48,4 @@ bench: install
 	$(BIN)/python bench/medmnist.py ../shared/data/breastmnist/breastmnist.npz
 
 clean:
-	rm -rf $(VENV) demo-out .pytest_cache
+	rm -rf $(VENV) demo-out .pytest_cache test-artifacts

@@ -214,6 +214,125 @@ def deid(
         raise typer.Exit(2)
 
 
+@app.command()
+@_user_errors
+def serve(
+    runs: list[str] = typer.Argument(..., metavar="RUN...", help="Run folders to serve (NAME=FOLDER to name one)."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8000, help="Port to listen on."),
+    api_key: Optional[str] = typer.Option(None, "--api-key", help="Key clients send in the X-API-Key header."),
+    api_key_file: Optional[Path] = typer.Option(None, "--api-key-file", help="File holding the key (production: not visible in ps)."),
+    open_: bool = typer.Option(False, "--open", help="No API key (refused unless --host is loopback)."),
+    max_upload_mb: float = typer.Option(64, help="Largest accepted request body, MiB (413 past it)."),
+    workers: int = typer.Option(2, help="Inference threads."),
+    queue: int = typer.Option(32, help="Requests allowed to wait for a worker before 503."),
+    require_deidentified: bool = typer.Option(False, "--require-deidentified", help="Refuse DICOM without PatientIdentityRemoved=YES."),
+    pacs_url: Optional[str] = typer.Option(None, "--pacs-url", help="DICOMweb root of the PACS for /v1/pacs/run."),
+    pacs_user: Optional[str] = typer.Option(None, "--pacs-user", help="PACS user (HTTP basic auth)."),
+    pacs_password_file: Optional[Path] = typer.Option(None, "--pacs-password-file", help="File holding the PACS password."),
+) -> None:
+    """Serve models over HTTP: REST API (/v1/predict, /docs) and the web viewer (/viewer/).
+
+    Example: medsight serve runs/demo --port 8000 --api-key-file /etc/medsight/key
+    """
+    from medsight.service.server import serve as run_server
+    from medsight.service.settings import MIB, PacsSettings, ServiceSettings, read_secret, resolve_api_key
+
+    pacs = None
+    if pacs_url:
+        pacs = PacsSettings(pacs_url, pacs_user, read_secret(None, pacs_password_file, "PACS password"))
+    settings = ServiceSettings(api_key=resolve_api_key(api_key, api_key_file), open_access=open_,
+                               max_upload_bytes=int(max_upload_mb * MIB), workers=workers, queue_size=queue,
+                               require_deidentified=require_deidentified, pacs=pacs)
+    run_server(runs, host, port, settings)
+
+
+pacs_app = typer.Typer(help="Exchange with a PACS over DICOMweb: query, pull, run a model and store results.",
+                       no_args_is_help=True)
+app.add_typer(pacs_app, name="pacs")
+_URL = typer.Option(..., "--url", help="DICOMweb root, e.g. http://pacs:8042/dicom-web")
+_USER = typer.Option(None, "--user", help="User name (HTTP basic auth).")
+_PASSWORD = typer.Option(None, "--password", help="Password (prefer --password-file).")
+_PASSWORD_FILE = typer.Option(None, "--password-file", help="File holding the password.")
+
+
+def _pacs_client(url: str, user: Optional[str], password: Optional[str], password_file: Optional[Path]):
+    from medsight.pacs import connect
+    from medsight.service.settings import read_secret
+
+    return connect(url, user, read_secret(password, password_file, "PACS password"))
+
+
+@pacs_app.command("query")
+@_user_errors
+def pacs_query(
+    url: str = _URL, user: Optional[str] = _USER, password: Optional[str] = _PASSWORD,
+    password_file: Optional[Path] = _PASSWORD_FILE,
+    study: Optional[str] = typer.Option(None, "--study", help="Study Instance UID."),
+    modality: Optional[str] = typer.Option(None, "--modality", help="e.g. CT"),
+    date: Optional[str] = typer.Option(None, "--date", help="Study date or range, e.g. 20240101-20240131"),
+    limit: int = typer.Option(50, help="At most this many studies."),
+) -> None:
+    """Search studies (QIDO-RS): one line per study, no patient names or IDs.
+
+    Example: medsight pacs query --url http://pacs:8042/dicom-web --user me --password-file pw --modality CT
+    """
+    from medsight.pacs import find_studies
+
+    client = _pacs_client(url, user, password, password_file)
+    for s in find_studies(client, study, modality, date, limit):
+        typer.echo(f"{s['StudyInstanceUID']}  {s['StudyDate'] or '-'}  {s['ModalitiesInStudy'] or '-'}  "
+                   f"series={s['NumberOfStudyRelatedSeries'] or '?'} instances={s['NumberOfStudyRelatedInstances'] or '?'}  "
+                   f"{s['StudyDescription'] or ''}".rstrip())
+
+
+@pacs_app.command("pull")
+@_user_errors
+def pacs_pull(
+    study: str = typer.Argument(..., help="Study Instance UID."),
+    out: Path = typer.Option(..., "--out", help="Folder; one sub-folder per series."),
+    series: Optional[str] = typer.Option(None, "--series", help="Only this Series Instance UID."),
+    url: str = _URL, user: Optional[str] = _USER, password: Optional[str] = _PASSWORD,
+    password_file: Optional[Path] = _PASSWORD_FILE,
+) -> None:
+    """Retrieve a study's image series (or one series) as DICOM files (WADO-RS).
+
+    Example: medsight pacs pull 1.2.3.4 --out study/ --url http://pacs:8042/dicom-web --user me --password-file pw
+    """
+    from medsight.pacs import pull_study
+
+    pulled = pull_study(_pacs_client(url, user, password, password_file), study, out, series)
+    for uid, paths in pulled.items():
+        typer.echo(f"{out / uid}: {len(paths)} file(s)")
+
+
+@pacs_app.command("run")
+@_user_errors
+def pacs_run(
+    run: Path = typer.Argument(..., help="Run folder made by `medsight train`."),
+    study: str = typer.Argument(..., help="Study Instance UID."),
+    series: Optional[str] = typer.Option(None, "--series", help="Only this Series Instance UID."),
+    no_store: bool = typer.Option(False, "--no-store", help="Diagnose only; store nothing on the PACS."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Keep the pulled files here (default: a temporary folder)."),
+    url: str = _URL, user: Optional[str] = _USER, password: Optional[str] = _PASSWORD,
+    password_file: Optional[Path] = _PASSWORD_FILE,
+) -> None:
+    """Diagnose a study on the PACS and store the results under it (Comprehensive SR + heatmap SC).
+
+    Example: medsight pacs run runs/demo 1.2.3.4 --url http://pacs:8042/dicom-web --user me --password-file pw
+    """
+    from medsight.inference.load import load_run
+    from medsight.pacs.run import run_study
+
+    client = _pacs_client(url, user, password, password_file)
+    loaded = load_run(run)
+    for r in run_study(client, loaded, study, model_name=run.name, series_uid=series,
+                       store_results=not no_store, work_dir=out):
+        stored = ", ".join(s["sop_class"] for s in r["stored"]) or "nothing stored"
+        typer.echo(f"series {r['series_uid']}: {r['label']} ({r['probabilities'][r['label']]:.3f}) "
+                   f"over {r['n_images']} image(s); {stored}")
+
+
 def _summary_line(metrics: dict) -> str:
     keys = ["auc", "accuracy", "sensitivity", "specificity", "f1"]
     parts = []

@@ -54,6 +54,18 @@ def read_image(path: str | Path) -> MetaTensor:
     raise InputFileError(path, "not an image file (unrecognised content)")
 
 
+def image_kind(path: str | Path) -> str | None:
+    """What ``read_image`` would read ``path`` as (``"dicom"``, ``"nifti"``, ``"raster"``,
+    ``"numpy"``), or None for content no reader supports. For callers that must tell an
+    unsupported type from a damaged file (the service answers 415 for one, 400 for the other).
+    """
+    path = Path(path)
+    kind = sniff_format(path)
+    if kind is None and is_headerless_dicom(path):
+        return "dicom"
+    return kind
+
+
 def sniff_format(path: Path) -> str | None:
     """``"dicom"``, ``"nifti"``, ``"raster"`` or ``"numpy"`` from the leading bytes, else None."""
     try:

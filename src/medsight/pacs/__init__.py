@@ -1,0 +1,5 @@
+"""Exchange with a PACS over DICOMweb: search, pull, diagnose and store results under the study."""
+
+from medsight.pacs.client import PacsError, connect, find_series, find_studies, pull_study, store
+
+__all__ = ["PacsError", "connect", "find_series", "find_studies", "pull_study", "store"]

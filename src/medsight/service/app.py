@@ -1,0 +1,186 @@
+"""The FastAPI app: ``/health``, ``/v1/models``, ``/v1/predict``, ``/v1/pacs/run``, the viewer and ``/docs``.
+
+Thin: requests are checked (key, size, type) and handed to the same library functions the
+command line uses, on the inference pool. Nothing patient-related is logged: not the client's
+file name (it may hold a patient name), not DICOM attributes.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import tempfile
+import time
+from contextlib import asynccontextmanager
+from importlib.resources import files
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Security
+from fastapi.responses import RedirectResponse
+from fastapi.security import APIKeyHeader
+from fastapi.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+import medsight
+from medsight.errors import InputFileError, MedsightError
+from medsight.io import read_image
+from medsight.io.read import image_kind
+from medsight.privacy.check import NOT_DEIDENTIFIED, is_deidentified
+from medsight.service.errors import ApiError, install_error_handlers, user_error
+from medsight.service.models import ModelRegistry, PredictOptions, ServedModel
+from medsight.service.pacs_route import pacs_router
+from medsight.service.pool import InferencePool
+from medsight.service.schemas import ERROR_RESPONSES, Prediction
+from medsight.service.settings import ServiceSettings
+from medsight.service.upload import FILE_FIELD, BodySizeLimit, receive_upload
+
+log = logging.getLogger(__name__)
+API_KEY_HEADER = "X-API-Key"
+UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": [FILE_FIELD],
+    "properties": {FILE_FIELD: {"type": "string", "format": "binary",
+                                "description": "DICOM, NIfTI, PNG/JPEG/TIFF image (content is sniffed)"}},
+}}}}}
+SUPPORTED = "DICOM, NIfTI, PNG, JPEG, TIFF, BMP or NumPy"
+# The viewer loads nothing from elsewhere and runs no inline script.
+VIEWER_HEADERS = [
+    (b"content-security-policy", b"default-src 'self'; img-src 'self' data: blob:; style-src 'self'; "
+                                 b"script-src 'self'; connect-src 'self'; frame-ancestors 'none'"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+]
+
+
+def create_app(registry: ModelRegistry, settings: ServiceSettings) -> FastAPI:
+    """The service for the models in ``registry`` (loaded already), configured by ``settings``."""
+    pool = InferencePool(settings.workers, settings.queue_size)
+    # Uploads land here only: a private folder (mode 0700) removed at shutdown or exit.
+    upload_dir = tempfile.TemporaryDirectory(prefix="medsight-serve-")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        pool.shutdown()
+        upload_dir.cleanup()
+
+    app = FastAPI(title="medsight", version=medsight.__version__, lifespan=lifespan,
+                  description="Diagnosis service: image in, label, probabilities and heatmap out. "
+                              f"Send the API key in the `{API_KEY_HEADER}` header.")
+    app.state.registry, app.state.settings, app.state.pool = registry, settings, pool
+    app.state.upload_dir = Path(upload_dir.name)
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(SecurityHeaders)
+    app.include_router(_api_router(registry, settings, pool, Path(upload_dir.name)))
+
+    @app.get("/health", tags=["service"])
+    async def health() -> dict[str, Any]:
+        """Liveness: no key needed, no details about the models or data."""
+        return {"status": "ok", "version": medsight.__version__, "models": len(registry.models)}
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> RedirectResponse:
+        return RedirectResponse("/viewer/")
+
+    app.mount("/viewer", StaticFiles(directory=str(files("medsight.service") / "static"), html=True), name="viewer")
+    return app
+
+
+def _api_router(registry: ModelRegistry, settings: ServiceSettings, pool: InferencePool,
+                upload_dir: Path) -> APIRouter:
+    key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False)
+
+    def require_key(key: Optional[str] = Security(key_header)) -> None:
+        if settings.open_access:
+            return
+        if not key or not hmac.compare_digest(key.encode(), (settings.api_key or "").encode()):
+            raise ApiError(401, f"missing or wrong API key (send it in the {API_KEY_HEADER} header)",
+                           headers={"WWW-Authenticate": API_KEY_HEADER})
+
+    router = APIRouter(prefix="/v1", dependencies=[Depends(require_key)], responses=ERROR_RESPONSES)
+
+    def model_named(name: Optional[str]) -> ServedModel:
+        try:
+            return registry.get(name)
+        except MedsightError as exc:
+            raise ApiError(422, str(exc)) from None
+
+    @router.get("/models", tags=["models"])
+    async def models() -> list[dict[str, Any]]:
+        """The loaded models: name, task, classes, input shape, explanation methods."""
+        return registry.describe()
+
+    @router.post("/predict", tags=["predict"], response_model=Prediction, openapi_extra=UPLOAD_BODY,
+                 response_model_exclude_unset=True)
+    async def predict(
+        request: Request,
+        model: Optional[str] = Query(None, description="Model name (optional when one model is served)"),
+        heatmap: bool = Query(False, description="Return the Grad-CAM heatmap as a PNG layer"),
+        explain: Literal["gradcam", "gradcam++"] = Query("gradcam", description="Heatmap method"),
+        image: bool = Query(False, description="Return the image's pixels (for a viewer)"),
+    ) -> dict[str, Any]:
+        """Diagnose one image sent as multipart field `file`: label, probabilities, optional heatmap."""
+        served = model_named(model)
+        options = PredictOptions(heatmap=heatmap, method=explain, image=image)
+        start = time.perf_counter()
+        async with pool.slot():
+            upload = await receive_upload(request, upload_dir)
+            try:
+                result, kind = await pool.run(diagnose_file, served, upload.path, options,
+                                              settings.require_deidentified)
+            finally:
+                upload.remove()
+        elapsed = round((time.perf_counter() - start) * 1000, 1)
+        log.info("predict model=%s format=%s bytes=%d label=%s %.0f ms", served.name, kind, upload.size,
+                 result.get("label"), elapsed)
+        return {"model": served.name, "task": served.task, **result,
+                "input": {"format": kind, "bytes": upload.size}, "elapsed_ms": elapsed}
+
+    router.include_router(pacs_router(registry, settings, pool, model_named))
+    return router
+
+
+def diagnose_file(model: ServedModel, path: Path, options: PredictOptions, require_deidentified: bool
+                  ) -> tuple[dict[str, Any], str]:
+    """Sniff, read, check and diagnose one uploaded file (on a worker thread)."""
+    try:
+        kind = image_kind(path)
+    except InputFileError as exc:
+        raise user_error(exc) from None
+    if kind is None:
+        raise ApiError(415, f"unsupported content: not a {SUPPORTED} image (the file's bytes decide, "
+                            "not its name or content type)")
+    try:
+        image = read_image(path)
+    except MedsightError as exc:
+        raise user_error(exc) from None
+    if require_deidentified and kind == "dicom" and not is_deidentified(image):
+        raise ApiError(422, f"upload: {NOT_DEIDENTIFIED}")
+    dims, expected = image.ndim - 1, model.info.get("spatial_dims")
+    if expected and dims != expected:
+        raise ApiError(400, f"upload: model {model.name!r} reads {expected}D images; this one is {dims}D "
+                            f"(shape {list(image.shape[1:])})")
+    try:
+        return model.predict(image, options), kind
+    except MedsightError as exc:
+        raise user_error(exc) from None
+
+
+class SecurityHeaders:
+    """ASGI middleware adding the viewer's security headers to every response."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/viewer"):
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *VIEWER_HEADERS]
+            await send(message)
+
+        await self.app(scope, receive, with_headers)

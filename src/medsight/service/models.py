@@ -1,0 +1,135 @@
+"""The models a service instance serves: loaded once at start-up, looked up by name per request.
+
+Each entry answers ``predict(image, options) -> dict`` (the JSON body of ``POST /v1/predict``)
+through the same library function the command line uses. A run's ``plan.json`` says its task;
+each task has a responder here (classification now; segmentation plugs in beside it with
+:func:`~medsight.service.payload.mask_layer` and :func:`~medsight.service.payload.lesion_rows`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from monai.data import MetaTensor
+
+from medsight.errors import ConfigError
+from medsight.inference.explain import METHODS
+from medsight.inference.load import LoadedRun, load_run
+from medsight.inference.overlay import matching_slice
+from medsight.inference.predict import predict_image
+from medsight.service.payload import display_image, heatmap_layer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    heatmap: bool = False
+    method: str = "gradcam"
+    image: bool = False  # send the image's pixels back, for a viewer
+
+
+@dataclass
+class ServedModel:
+    """One loaded model. ``predict`` may be called from several worker threads at once."""
+
+    name: str
+    task: str
+    info: dict[str, Any]
+    predict: Callable[[MetaTensor, PredictOptions], dict[str, Any]]  # a Responder
+    run: LoadedRun | None = None  # the run behind it, for the PACS exchange
+    # Grad-CAM hooks the model's layers and switches its memory layout: one inference at a
+    # time per model. Reading, encoding and other models still run in parallel.
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+Responder = Callable[[MetaTensor, PredictOptions], dict[str, Any]]
+
+
+def classification_responder(run: LoadedRun, lock: threading.Lock) -> Responder:
+    """``predict`` for a classifier: label, probabilities, optional heatmap layer and image pixels."""
+
+    def predict(image: MetaTensor, options: PredictOptions) -> dict[str, Any]:
+        with lock:
+            record, heat, _ = predict_image(run, image, options.heatmap, options.method)
+        result: dict[str, Any] = {**record, "heatmap": None, "mask": None, "lesions": None}
+        original, heat2d = matching_slice(image.detach().cpu().numpy(), heat)
+        if heat2d is not None:
+            result["heatmap"] = heatmap_layer(heat2d, options.method)
+        if options.image:
+            result["image"] = display_image(original, record.get("modality"))
+        return result
+
+    return predict
+
+
+RESPONDERS: dict[str, Callable[[LoadedRun, threading.Lock], Responder]] = {
+    "classification": classification_responder,
+}
+
+
+def run_info(run: LoadedRun, task: str) -> dict[str, Any]:
+    """What ``GET /v1/models`` tells a client about a model."""
+    return {
+        "task": task,
+        "class_names": run.class_names,
+        "spatial_dims": run.spatial_dims,
+        "input_shape": list(run.plan.get("input_shape", [])),
+        "in_channels": int(run.plan.get("in_channels", 1)),
+        "threshold": run.threshold() if len(run.class_names) == 2 else None,
+        "explain_methods": list(METHODS) if task == "classification" else [],
+        "model": run.cfg.model.name,
+    }
+
+
+def serve_run(run_dir: Path, name: str | None = None) -> ServedModel:
+    run = load_run(run_dir)
+    task = str(run.plan.get("task", "classification"))
+    if task not in RESPONDERS:
+        raise ConfigError(f"{run_dir}: the service cannot serve {task!r} models yet "
+                          f"(it serves: {', '.join(RESPONDERS)})")
+    lock = threading.Lock()
+    return ServedModel(name or Path(run_dir).name, task, run_info(run, task), RESPONDERS[task](run, lock), run, lock)
+
+
+@dataclass
+class ModelRegistry:
+    """Served models by name; the first one is the default."""
+
+    models: dict[str, ServedModel] = field(default_factory=dict)
+
+    def add(self, model: ServedModel) -> None:
+        if model.name in self.models:
+            raise ConfigError(f"two models named {model.name!r}; name them with NAME=RUN_FOLDER")
+        self.models[model.name] = model
+
+    def get(self, name: str | None) -> ServedModel:
+        if name is None:
+            if len(self.models) == 1:
+                return next(iter(self.models.values()))
+            raise ConfigError(f"choose a model with ?model=NAME (loaded: {', '.join(self.models)})")
+        if name not in self.models:
+            raise ConfigError(f"no model named {name!r} (loaded: {', '.join(self.models) or 'none'})")
+        return self.models[name]
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [{"name": m.name, **m.info} for m in self.models.values()]
+
+
+def load_registry(specs: Iterable[str | Path]) -> ModelRegistry:
+    """Load every ``RUN_FOLDER`` or ``NAME=RUN_FOLDER`` once; the name defaults to the folder's."""
+    registry = ModelRegistry()
+    for spec in map(str, specs):
+        name, sep, folder = spec.partition("=")
+        if not sep or "/" in name or not name:  # a plain folder (which may itself hold "=")
+            name, folder = "", spec
+        model = serve_run(Path(folder), name or None)
+        registry.add(model)
+        log.info("serving model %r (%s, %s)", model.name, model.task, model.info["model"])
+    if not registry.models:
+        raise ConfigError("give at least one run folder to serve")
+    return registry

@@ -1,0 +1,87 @@
+"""Request and response shapes, for validation and the OpenAPI docs at ``/docs``."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+UID_PATTERN = r"^[0-9]+(\.[0-9]+)*$"
+
+
+class Layer(BaseModel):
+    """A transparent RGBA PNG (base64) to draw over the whole image."""
+
+    png: str
+    width: int
+    height: int
+    method: Optional[str] = None
+    labels: Optional[dict[str, str]] = None
+
+
+class Lesion(BaseModel):
+    id: int
+    centroid_mm: list[float]
+    volume_mm3: Optional[float] = None
+    area_mm2: Optional[float] = None
+    diameter_mm: Optional[float] = None
+    probability: Optional[float] = None
+
+
+class DisplayImage(BaseModel):
+    """The image's pixels (base64, little endian, row-major, channels interleaved)."""
+
+    width: int
+    height: int
+    channels: int
+    dtype: str
+    data: str
+    min: float
+    max: float
+    window: dict[str, float]
+    modality: str
+    presets: Optional[dict[str, dict[str, float]]] = None
+
+
+class Prediction(BaseModel):
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+
+    model: str
+    task: str
+    label: Optional[str] = Field(None, description="Predicted class (classification)")
+    label_index: Optional[int] = None
+    probabilities: Optional[dict[str, float]] = None
+    threshold: Optional[float] = None
+    modality: Optional[str] = None
+    shape: list[int]
+    heatmap: Optional[Layer] = Field(None, description="With ?heatmap=true")
+    mask: Optional[Layer] = Field(None, description="Segmentation models")
+    lesions: Optional[list[Lesion]] = Field(None, description="Segmentation models")
+    image: Optional[DisplayImage] = Field(None, description="With ?image=true")
+    input: dict
+    elapsed_ms: float
+
+
+class ErrorBody(BaseModel):
+    status: int
+    error: str
+    detail: str
+
+
+class PacsRunRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    study_uid: str = Field(..., max_length=64, pattern=UID_PATTERN)
+    series_uid: Optional[str] = Field(None, max_length=64, pattern=UID_PATTERN)
+    model: Optional[str] = None
+    store: bool = True
+
+
+ERROR_RESPONSES = {status: {"model": ErrorBody, "description": text} for status, text in {
+    400: "Bad image (corrupt, truncated, wrong dimensions)",
+    401: "Missing or wrong X-API-Key",
+    413: "Upload larger than the limit",
+    415: "Not multipart, or not an image type medsight reads",
+    422: "Bad parameters, missing file, or an image refused by --require-deidentified",
+    503: "Busy: retry after the Retry-After header's seconds",
+}.items()}

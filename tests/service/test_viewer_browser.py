@@ -1,0 +1,142 @@
+"""The viewer end to end in a real headless Chromium (Debian's, driven by Python playwright).
+
+A real uvicorn server on a loopback port serves the trained classifier and a segmentation-
+shaped entry; the test uploads files as a user would and checks what the page shows. The
+screenshots are kept in ``test-artifacts/``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from medsight.service.app import create_app
+from medsight.service.models import ModelRegistry
+from medsight.service.settings import ServiceSettings
+
+from .conftest import KEY, fake_lesion_model
+from .servers import ServerThread
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+pytestmark = [
+    pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium is not installed (make install adds it)"),
+    pytest.mark.slow,
+]
+
+
+@pytest.fixture(scope="module")
+def browser_page(served, tmp_path_factory):
+    playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    registry = ModelRegistry()
+    registry.add(served.get("nodules"))
+    registry.add(fake_lesion_model())
+    profile = tmp_path_factory.mktemp("chromium")  # its caches and downloads stay in the test's folder
+    with ServerThread(create_app(registry, ServiceSettings(api_key=KEY))) as server, \
+            playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, downloads_path=str(profile))
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 800}, accept_downloads=True)
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+            page.goto(server.url + "/")
+            yield page, server, errors
+        finally:
+            browser.close()
+
+
+def canvas_stats(page) -> dict:
+    """Mean brightness and the share of strongly coloured pixels on the image canvas."""
+    return page.evaluate("""() => {
+        const c = document.getElementById('image-canvas');
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let sum = 0, coloured = 0;
+        for (let i = 0; i < d.length; i += 4) {
+            sum += d[i] + d[i + 1] + d[i + 2];
+            const max = Math.max(d[i], d[i + 1], d[i + 2]), min = Math.min(d[i], d[i + 1], d[i + 2]);
+            if (max - min > 60) coloured++;
+        }
+        return {mean: sum / (d.length / 4 * 3), coloured: coloured / (d.length / 4), width: c.width};
+    }""")
+
+
+def test_classify_a_dicom_in_the_browser(browser_page, served, slice_files):
+    page, server, errors = browser_page
+    page.wait_for_selector("#status:has-text('Enter the API key')")
+    page.fill("#api-key", KEY)
+    page.dispatch_event("#api-key", "change")
+    page.wait_for_selector("#model option[value=nodules]", state="attached")
+    page.select_option("#model", "nodules")
+    page.set_input_files("#file-input", str(slice_files["dicom"]))
+    page.wait_for_selector("#result:not(.hidden)")
+    page.wait_for_selector("#image-canvas[data-drawn=heatmap]", state="attached")  # (CSP forbids eval)
+
+    import httpx
+
+    expected = httpx.post(server.url + "/v1/predict?model=nodules", headers={"X-API-Key": KEY},
+                          files={"file": ("s.dcm", slice_files["dicom"].read_bytes())}).json()
+    assert page.inner_text("#result-label") == expected["label"]
+    for name, p in expected["probabilities"].items():
+        row = page.locator(f".prob-row[data-class='{name}']")
+        assert f"{100 * p:.1f}%" in row.inner_text()
+    assert page.locator(".prob-row.predicted").get_attribute("data-class") == expected["label"]
+    assert page.is_hidden("#lesions")
+
+    with_heat = canvas_stats(page)
+    assert with_heat["width"] == 512 and with_heat["mean"] > 5  # an image is drawn, scaled up
+    page.fill("#opacity", "0")
+    page.dispatch_event("#opacity", "input")
+    without = canvas_stats(page)
+    assert with_heat["coloured"] > without["coloured"]  # the jet heatmap adds colour
+    page.fill("#opacity", "60")
+    page.dispatch_event("#opacity", "input")
+
+    page.click("button.preset[data-preset=bone]")  # a CT window preset changes the picture
+    assert page.input_value("#level") == "400" and page.input_value("#width") == "1800"
+    assert canvas_stats(page)["mean"] != pytest.approx(with_heat["mean"], abs=0.5)
+
+    with page.expect_download() as info:
+        page.click("#download-json")
+    downloaded = json.loads(Path(info.value.path()).read_text())
+    assert downloaded["label"] == expected["label"] and "image" not in downloaded
+    with page.expect_download() as info:
+        page.click("#download-report")
+    report = Path(info.value.path()).read_text()
+    assert expected["label"] in report and "data:image/png;base64," in report
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "viewer-classification.png"), full_page=True)
+    assert not [e for e in errors if "401" not in e], errors  # 401: the first model list, before the key
+
+
+def test_segmentation_overlay_and_lesion_list(browser_page, slice_files):
+    page, _, errors = browser_page
+    page.select_option("#model", "lesions")
+    page.set_input_files("#file-input", str(slice_files["png"]))
+    page.wait_for_selector("#image-canvas[data-drawn=mask]", state="attached")
+    rows = page.locator("#lesion-table tbody tr")
+    assert rows.count() == 2
+    assert rows.nth(0).locator("td").nth(0).inner_text() == "1"
+    assert page.inner_text("#size-head") == "Area (mm²)"
+    assert rows.nth(1).locator("td").nth(4).inner_text() == "0.70"
+    shown = canvas_stats(page)
+    page.check("#layer-none")
+    plain = canvas_stats(page)
+    assert shown["coloured"] > plain["coloured"] + 0.01  # the mask colours ~3% of the image
+    page.check("#layer-mask")
+    assert page.locator("#cases li").count() == 2  # both uploads listed; the first can be reopened
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "viewer-segmentation.png"), full_page=True)
+
+    page.set_input_files("#file-input", {"name": "notes.txt", "mimeType": "text/plain", "buffer": b"not an image"})
+    page.wait_for_selector("#error:not(.hidden)")
+    assert "unsupported content" in page.inner_text("#error")
+    assert page.locator("#cases li.failed").count() == 1
+    assert not [e for e in errors if "401" not in e and "415" not in e], errors  # the failed upload: its 415
