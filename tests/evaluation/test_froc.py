@@ -147,3 +147,5 @@ def test_mismatched_inputs_are_user_errors():
         match_lesions([lesion], ref, "iou", pred_labels=np.ones((5, 5), np.int32))
     with pytest.raises(MedsightError, match="no scans"):
         froc([])
+    with pytest.raises(MedsightError, match="finite"):
+        froc([([{"centroid_voxel": [1.0, 1.0], "probability": float("nan")}], ref)])

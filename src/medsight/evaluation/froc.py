@@ -114,6 +114,8 @@ def froc(
         probs.extend(float(lesion["probability"]) for lesion in lesions)
         hit_ids.extend(-1 if h is None else n_ref + h for h in hits)
         n_ref += n_case
+    if not all(math.isfinite(p) for p in probs):
+        raise MedsightError("lesion probabilities must be finite numbers")
     thresholds, fps, tps = _operating_points(np.array(probs), np.array(hit_ids, dtype=np.int64))
     n_scans = len(cases)
     fp_per_scan = fps / n_scans
