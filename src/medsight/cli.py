@@ -153,6 +153,26 @@ def summary_counts(report) -> dict[str, int]:
 
 @app.command()
 @_user_errors
+def segment(
+    run: Path = typer.Argument(..., help="Segmentation run folder made by `medsight train`."),
+    inputs: list[Path] = typer.Argument(..., help="Images (DICOM file or series folder, NIfTI, PNG) or folders."),
+    out: Path = typer.Option(Path("segmentations"), "--out", help="Output folder."),
+    tta: Optional[bool] = typer.Option(None, "--tta/--no-tta", help="Mirror test-time augmentation (default: the run's)."),
+) -> None:
+    """Segment images: a mask each (NIfTI with the source's affine; DICOM SEG for DICOM), lesions.json.
+
+    Example: medsight segment runs/hippocampus scan.nii.gz --out seg
+    """
+    from medsight.inference.segment import LESIONS_FILE, segment_paths
+
+    results = segment_paths(run, inputs, out, mirror=tta)
+    for r in results:
+        typer.echo(f"{r['input']}: {r['lesions']} lesion(s); mask {r['mask']}")
+    typer.echo(f"wrote {out / LESIONS_FILE}")
+
+
+@app.command()
+@_user_errors
 def export(
     run: Path = typer.Argument(..., help="Run folder made by `medsight train`."),
     format_: str = typer.Option("onnx", "--format", help="Export format (onnx)."),
@@ -173,14 +193,16 @@ def export(
 def demo(
     out: Path = typer.Option(Path("demo-out"), "--out", help="Output folder; the run lands in OUT/run."),
     epochs: Optional[int] = typer.Option(None, help="Override the number of epochs."),
+    task: str = typer.Option("classification", "--task", help="classification or segmentation."),
 ) -> None:
     """Train, evaluate and diagnose on the built-in synthetic chest-CT set (no download).
 
-    Example: medsight demo --out demo-out
+    Example: medsight demo --out demo-out          (nodule yes/no, Grad-CAM)
+             medsight demo --task segmentation     (nodule masks, lesion tables, FROC)
     """
     from medsight.demo import run_demo
 
-    run_dir = run_demo(out, epochs=epochs)
+    run_dir = run_demo(out, epochs=epochs, task=task)
     typer.echo(f"report: {run_dir / 'report.html'}")
 
 
@@ -334,6 +356,11 @@ def pacs_run(
 
 
 def _summary_line(metrics: dict) -> str:
+    if metrics.get("task") == "segmentation":
+        parts = [f"Dice {name} {d['mean']:.3f} [{d['ci'][0]:.3f}, {d['ci'][1]:.3f}]"
+                 for name, d in metrics["dice"].items() if d["mean"] is not None and d["ci"][0] is not None]
+        score = (metrics.get("froc") or {}).get("score")
+        return "; ".join(parts + ([f"FROC score {score:.3f}"] if score is not None else []))
     keys = ["auc", "accuracy", "sensitivity", "specificity", "f1"]
     parts = []
     for k in keys:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from medsight.config import load_config
 from medsight.data.synthetic import synthetic_sample
+from medsight.errors import ConfigError
 from medsight.evaluation.evaluate import evaluate_run
 from medsight.evaluation.run_report import write_run_report
 from medsight.inference.batch import predict_paths
@@ -24,20 +25,40 @@ log = logging.getLogger(__name__)
 N_EXAMPLES = 6
 
 
-def demo_config_path() -> Path:
-    return Path(str(resources.files("medsight") / "resources" / "demo.yaml"))
+TASKS = ("classification", "segmentation")
 
 
-def run_demo(out: Path, epochs: int | None = None, overrides: list[str] | None = None) -> Path:
+def demo_config_path(task: str = "classification") -> Path:
+    name = "demo.yaml" if task == "classification" else "demo-segmentation.yaml"
+    return Path(str(resources.files("medsight") / "resources" / name))
+
+
+def run_demo(out: Path, epochs: int | None = None, overrides: list[str] | None = None,
+             task: str = "classification") -> Path:
     """Run the demo into ``out``; the run folder is ``out/run``."""
+    if task not in TASKS:
+        raise ConfigError(f"unknown demo task {task!r}; choose {' or '.join(TASKS)}")
     out = Path(out)
     overrides = list(overrides or []) + ([f"train.epochs={epochs}"] if epochs else [])
-    cfg = load_config(demo_config_path(), overrides)
+    cfg = load_config(demo_config_path(task), overrides)
     run_dir = train_run(cfg, out / "run", overwrite=True)
+    if task == "segmentation":
+        return _segmentation_demo(out, run_dir, cfg)
     evaluate_run(run_dir, split="test")
     examples = write_examples(out / "examples", cfg.data.synthetic.seed, cfg.data.synthetic.size)
     predictions = predict_paths(run_dir, examples, out / "predictions").results
     write_run_report(run_dir, run_dir, predictions)
+    return run_dir
+
+
+def _segmentation_demo(out: Path, run_dir: Path, cfg) -> Path:
+    """Evaluate (Dice, HD95, FROC), then segment held-out DICOM slices: NIfTI, DICOM SEG, lesions."""
+    from medsight.evaluation.evaluate_segmentation import evaluate_segmentation
+    from medsight.inference.segment import segment_paths
+
+    evaluate_segmentation(run_dir, split="test")
+    examples = write_examples(out / "examples", cfg.data.synthetic.seed, cfg.data.synthetic.size)
+    segment_paths(run_dir, examples, out / "segmentations")
     return run_dir
 
 

@@ -34,19 +34,28 @@ def msd_dataset(root: str | Path, *, seed: int = 0, fractions: Sequence[float] =
     per_split: dict[str, list[Item]] = {name: [] for name in SPLITS}
     for item, split in zip(items, splits):
         per_split[split].append(item)
-    labels = meta["labels"]
+    labels = meta["labels"]  # empty without dataset.json: the model's own names are used
     names = [str(labels[k]) for k in sorted(labels, key=int)]
     return SplitData(per_split["train"], per_split["val"], per_split["test"], class_names=names)
 
 
 def read_dataset_json(root: Path) -> dict:
+    """``dataset.json``; without one, the pairs of same-named files in imagesTr/ and labelsTr/."""
     path = root / DATASET_JSON
     if not path.is_file():
-        raise InputFileError(root, f"not an MSD data set folder (no {DATASET_JSON})")
+        if (root / "imagesTr").is_dir() and (root / "labelsTr").is_dir():
+            return _pairs_without_json(root)
+        raise InputFileError(root, f"not an MSD data set folder (no {DATASET_JSON}, no imagesTr/ and labelsTr/)")
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputFileError(path, f"not valid JSON ({exc})") from None
+    return _check(meta, path)
+
+
+def _check(meta: object, path: Path) -> dict:
+    if not isinstance(meta, dict):
+        raise InputFileError(path, "expected a JSON object")
     labels, training = meta.get("labels"), meta.get("training")
     if not isinstance(labels, dict) or not labels or not all(str(k).isdigit() for k in labels):
         raise InputFileError(path, 'needs "labels": {"0": "background", "1": "...", ...}')
@@ -55,6 +64,15 @@ def read_dataset_json(root: Path) -> dict:
     if not isinstance(training, list) or not training:
         raise InputFileError(path, 'needs a non-empty "training" list of {"image": ..., "label": ...}')
     return meta
+
+
+def _pairs_without_json(root: Path) -> dict:
+    labels = {p.name for p in (root / "labelsTr").iterdir() if not p.name.startswith(".")}
+    training = [{"image": f"imagesTr/{p.name}", "label": f"labelsTr/{p.name}"}
+                for p in sorted((root / "imagesTr").iterdir()) if p.name in labels]
+    if not training:
+        raise InputFileError(root, "no image in imagesTr/ has a same-named label in labelsTr/")
+    return {"labels": {}, "training": training}
 
 
 def _item(root: Path, entry: object, index: int) -> Item:

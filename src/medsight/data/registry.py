@@ -69,7 +69,8 @@ def build_dataset(cfg: DataConfig, seed: int = 0, unsplit: str | None = None) ->
 def dataset_kind(path: Path) -> str:
     """Guess the data set kind of a path given on the command line (``--data``)."""
     if path.is_dir():
-        return "msd" if (path / "dataset.json").is_file() else "folder"
+        msd = (path / "dataset.json").is_file() or ((path / "imagesTr").is_dir() and (path / "labelsTr").is_dir())
+        return "msd" if msd else "folder"
     if path.suffix.lower() == ".npz":
         return "medmnist"
     if path.suffix.lower() in (".csv", ".tsv"):

@@ -36,6 +36,12 @@ def evaluate_run(run: Path, split: str = "test", data: Path | None = None,
                  target_sensitivity: float | None = None, threshold: float | None = None,
                  out_dir: Path | None = None) -> dict:
     loaded = load_run(run)
+    if loaded.plan.get("task") == "segmentation":
+        from medsight.evaluation.evaluate_segmentation import evaluate_segmentation
+
+        if target_sensitivity is not None or threshold is not None:
+            raise ConfigError("--target-sensitivity and --threshold apply to classification runs")
+        return evaluate_segmentation(run, split=split, data=data, out_dir=out_dir)
     cfg = loaded.inference_config()
     if data is not None:
         cfg.data = cfg.data.model_copy(update={"dataset": dataset_kind(Path(data)), "path": Path(data)})

@@ -53,7 +53,8 @@ def write_run_report(out_dir: Path, run_dir: Path, predictions: list[dict] | Non
     history = read_history(run_dir)
     if history:
         report.add_heading("Training")
-        report.add_image("Training curves", plots.plot_training_curves(history, cfg["train"]["monitor"]))
+        monitor = cfg["train"].get("monitor") or (plan.get("planned") or {}).get("train.monitor") or "val_loss"
+        report.add_image("Training curves", plots.plot_training_curves(history, monitor))
     if predictions:
         report.add_heading("Diagnoses with Grad-CAM heatmaps")
         report.add_image_grid([

@@ -16,7 +16,6 @@ import json
 import logging
 import multiprocessing
 import os
-import re
 import time
 from collections import Counter, deque
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -35,6 +34,7 @@ from medsight.inference.overlay import overlay_png
 from medsight.inference.predict import decide, expand_inputs, model_input
 from medsight.io import read_image
 from medsight.utils.atomic import write_bytes, write_json
+from medsight.utils.paths import safe_stem
 
 log = logging.getLogger(__name__)
 PREDICTIONS_FILE, JOURNAL_FILE, SUMMARY_FILE = "predictions.json", "predictions.jsonl", "summary.json"
@@ -106,7 +106,7 @@ def _record(run: LoadedRun, index: int, path: Path, x: np.ndarray, meta: dict, p
     if heatmaps:
         xt = torch.from_numpy(x)
         heat = explain(run.model, run.cfg.model.name, run.runtime.batch(xt[None])[0], record["label_index"], method)
-        png = out_dir / "heatmaps" / f"{index:04d}_{_safe_stem(path)}.png"
+        png = out_dir / "heatmaps" / f"{index:04d}_{safe_stem(path)}.png"
         caption = f"{record['label']} ({record['probabilities'][record['label']]:.2f})"
         write_bytes(png, overlay_png(x, heat, caption))
         record["heatmap"], record["heatmap_method"] = str(png), method
@@ -214,12 +214,3 @@ class Journal:
             fh.write("".join(lines))
             fh.flush()
             os.fsync(fh.fileno())
-
-
-def _safe_stem(path: Path) -> str:
-    name = path.name
-    for ext in (".nii.gz", ".nii", ".dcm", ".png", ".jpg", ".jpeg", ".tif", ".tiff"):
-        if name.lower().endswith(ext):
-            name = name[: -len(ext)]
-            break
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:80] or "image"

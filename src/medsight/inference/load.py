@@ -40,6 +40,8 @@ class LoadedRun:
     def inference_config(self) -> RunConfig:
         """The run's config with the trained input size fixed, so any new image is fitted to it."""
         cfg = self.cfg.model_copy(deep=True)
+        if self.plan.get("task") == "segmentation":  # segmentation keeps the size (sliding windows)
+            return cfg
         cfg.transforms.spatial_size = list(self.plan["input_shape"])
         cfg.transforms.channels = int(self.plan["in_channels"])
         return cfg
@@ -48,7 +50,8 @@ class LoadedRun:
         """The run's deterministic preprocessing, built once and reused for every image."""
         if self._preprocess is None:
             cfg = self.inference_config()
-            self._preprocess = preprocessing(cfg.transforms, self.spatial_dims, cfg.transforms.channels)
+            self._preprocess = preprocessing(cfg.transforms, self.spatial_dims,
+                                             cfg.transforms.channels or int(self.plan["in_channels"]))
         return self._preprocess
 
     def threshold(self) -> float:

@@ -29,6 +29,11 @@ def write_ct_slice(hu: np.ndarray, path: str | Path, spacing: tuple[float, float
     ds.SeriesInstanceUID = series_uid or generate_uid()
     ds.Modality, ds.PatientName, ds.PatientID = "CT", "SYNTHETIC^PHANTOM", patient_id
     ds.PatientIdentityRemoved = "YES"  # synthetic: there is no patient
+    # Type 2 attributes of the patient, study and series modules: present, possibly empty, so
+    # objects derived from this image (DICOM SEG, SR) can copy them
+    ds.PatientBirthDate, ds.PatientSex = "", "O"
+    ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber = "20260101", "000000", "1", ""
+    ds.ReferringPhysicianName, ds.SeriesNumber, ds.FrameOfReferenceUID = "", 1, generate_uid()
     ds.InstanceNumber = instance
     ds.ImagePositionPatient = [0.0, 0.0, float(instance)]
     ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]

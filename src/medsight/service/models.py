@@ -2,8 +2,8 @@
 
 Each entry answers ``predict(image, options) -> dict`` (the JSON body of ``POST /v1/predict``)
 through the same library function the command line uses. A run's ``plan.json`` says its task;
-each task has a responder here (classification now; segmentation plugs in beside it with
-:func:`~medsight.service.payload.mask_layer` and :func:`~medsight.service.payload.lesion_rows`).
+each task has a responder here (classification: label, probabilities, heatmap; segmentation:
+mask layer and lesion table).
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from medsight.inference.explain import METHODS
 from medsight.inference.load import LoadedRun, load_run
 from medsight.inference.overlay import matching_slice
 from medsight.inference.predict import predict_image
-from medsight.service.payload import display_image, heatmap_layer
+from medsight.inference.segment import segment_image
+from medsight.service.payload import display_image, heatmap_layer, lesion_rows, mask_layer
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +68,37 @@ def classification_responder(run: LoadedRun, lock: threading.Lock) -> Responder:
     return predict
 
 
+def segmentation_responder(run: LoadedRun, lock: threading.Lock) -> Responder:
+    """``predict`` for a segmentation model: the mask as a layer (the slice with most foreground
+    for a volume), voxels per class, and the lesion table; the same function as `medsight segment`."""
+
+    def predict(image: MetaTensor, options: PredictOptions) -> dict[str, Any]:
+        with lock:
+            seg = segment_image(run, image)
+        labels = seg.labels[0].numpy()
+        z = None
+        if labels.ndim == 3:  # show the slice with the most foreground
+            z = int((labels > 0).reshape(labels.shape[0], -1).sum(1).argmax())
+        shown = labels if z is None else labels[z]
+        result: dict[str, Any] = {
+            "label": None, "label_index": None, "probabilities": None, "heatmap": None,
+            "modality": image.meta.get("modality"), "shape": list(image.shape[1:]),
+            "voxels_per_class": {n: int((labels == k).sum()) for k, n in enumerate(run.class_names) if k},
+            "mask": {**mask_layer(shown, run.class_names[1:]), "slice": z},
+            "lesions": [{"class": lesion["class"], **row}
+                        for lesion, row in zip(seg.lesions, lesion_rows(seg.lesions))],
+        }
+        if options.image:
+            original = image.detach().cpu().numpy()
+            result["image"] = display_image(original if z is None else original[:, z], image.meta.get("modality"))
+        return result
+
+    return predict
+
+
 RESPONDERS: dict[str, Callable[[LoadedRun, threading.Lock], Responder]] = {
     "classification": classification_responder,
+    "segmentation": segmentation_responder,
 }
 
 

@@ -91,7 +91,9 @@ class SegmentationTask:
         self.batch_size, self.oversample = int(cfg.train.batch_size), s.foreground_oversample
         self.iterations = int(s.iterations_per_epoch)
         self.augment, self.sw_overlap = augment, min(s.sw_overlap, 0.25)  # validation: fewer windows
-        self.criterion = DiceCELoss(to_onehot_y=True, softmax=True)
+        # batch Dice over foreground classes (nnU-Net): slices without the structure do not
+        # push every output towards background, which per-sample Dice does on small lesions
+        self.criterion = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False, batch=True)
         self.images = [_pad_to(x, self.patch) for x in train.images]
         self.masks = [_pad_to(m[None], self.patch)[0] for m in train.masks]
         self.locations = [_class_locations(m, num_classes) for m in self.masks]
@@ -112,6 +114,22 @@ class SegmentationTask:
             if self.augment is not None:
                 x, m = self.augment(x, generator, m)
             yield x, m.long()
+
+    def norm_batches(self, seed: int, max_images: int) -> Iterator[torch.Tensor]:
+        """Un-augmented training patches (half on a label) for BatchNorm re-estimation."""
+        rng = np.random.default_rng(seed + 1)
+        n = 0
+        while n < max_images:
+            size = min(self.batch_size, max_images - n)
+            if size < 2:
+                break
+            xs = []
+            for b in range(size):
+                case = int(rng.integers(len(self.images)))
+                start = self._start(case, b % 2 == 1, rng)
+                xs.append(self.images[case][(slice(None), *(slice(s, s + p) for s, p in zip(start, self.patch)))])
+            n += size
+            yield torch.stack(xs)
 
     def _start(self, case: int, foreground: bool, rng: np.random.Generator) -> list[int]:
         shape = self.masks[case].shape

@@ -1,0 +1,141 @@
+"""``medsight segment``: a mask per input in the source's own grid, lesions, overlays, DICOM SEG.
+
+The image goes through the run's preprocessing (resampling to the planned spacing, intensity
+normalisation), is segmented by sliding windows (optionally with mirror TTA), and the class
+probabilities are mapped back to the source grid with the inverse of that preprocessing, so
+the NIfTI mask carries the source's affine and overlays correctly in ITK-SNAP or 3D Slicer.
+Lesions are the connected components of each class's probability map.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from tqdm.auto import tqdm
+
+from medsight.errors import ConfigError, InputFileError
+from medsight.inference.lesions import find_lesions
+from medsight.inference.load import LoadedRun, load_run
+from medsight.inference.predict import expand_inputs
+from medsight.inference.sliding import sliding_probabilities
+from medsight.io import read_image
+from medsight.io.write import write_nifti
+from medsight.utils.atomic import write_bytes, write_json
+from medsight.utils.paths import safe_stem
+
+log = logging.getLogger(__name__)
+LESIONS_FILE = "lesions.json"
+
+
+@dataclass
+class Segmentation:
+    labels: MetaTensor  # (1, *S) integer label map on the source grid, source affine
+    probabilities: torch.Tensor  # (K, *S) on the source grid
+    lesions: list[dict]
+
+
+def segment_image(run: LoadedRun, image: MetaTensor, mirror: bool | None = None) -> Segmentation:
+    """Segment one image (as read by ``read_image``) with a segmentation run."""
+    if run.plan.get("task") != "segmentation":
+        raise ConfigError(f"{run.run_dir}: a {run.plan.get('task', 'classification')} run; "
+                          "`medsight segment` needs a segmentation run (use `medsight predict`)")
+    if image.ndim - 1 != run.spatial_dims:
+        raise InputFileError(image.meta.get("source", "input"), f"is {image.ndim - 1}D, but the model is "
+                             f"{run.spatial_dims}D")
+    pre = run.preprocess()
+    data = pre({"image": image})
+    x = data["image"]
+    seg = run.cfg.segmentation
+    mirror = seg.mirror_tta if mirror is None else mirror
+    probs = sliding_probabilities(run.model, torch.as_tensor(x.as_tensor()), tuple(seg.patch_size), run.runtime,
+                                  int(run.cfg.train.batch_size), seg.sw_overlap, mirror)
+    # back to the source grid: the inverse of the (spatial) preprocessing, MONAI-tracked
+    pred = MetaTensor(probs, meta=x.meta, applied_operations=x.applied_operations)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "no invertible transforms" when nothing was resampled
+        probs = torch.as_tensor(pre.inverse({"image": pred})["image"]).float()
+    probs = probs / probs.sum(0, keepdim=True).clamp(min=1e-6)
+    labels = MetaTensor(probs.argmax(0, keepdim=True).to(torch.uint8), affine=image.affine,
+                        meta={k: v for k, v in image.meta.items() if k != "affine"})
+    affine = image.affine.detach().cpu().numpy()
+    lesions = []
+    cfg = seg.lesions
+    for k, name in enumerate(run.class_names[1:], start=1):
+        for lesion in find_lesions(probs[k].numpy(), affine, cfg.threshold, cfg.min_size, class_index=k):
+            lesions.append({"class": name, **lesion})
+    lesions.sort(key=lambda r: -r["probability"])
+    return Segmentation(labels, probs, lesions)
+
+
+def segment_paths(run_dir: Path, inputs: Sequence[Path], out_dir: Path, mirror: bool | None = None,
+                  overlays: bool = True) -> list[dict]:
+    """Segment every input; write masks (NIfTI; DICOM SEG for DICOM), overlays and lesions.json."""
+    from medsight.evaluation.segmentation_plots import overlay_cases_png
+
+    run = load_run(run_dir)
+    out_dir = Path(out_dir)
+    results, all_lesions = [], []
+    for i, path in enumerate(tqdm(expand_inputs(list(inputs), run.spatial_dims), desc="segment", unit="image",
+                                  disable=None)):
+        image = read_image(path)
+        result = segment_image(run, image, mirror)
+        stem = f"{i:04d}_{safe_stem(path)}"
+        mask_path = out_dir / "masks" / f"{stem}.nii.gz"
+        write_nifti(result.labels, mask_path)
+        record = {"input": str(path), "mask": str(mask_path), "dicom_seg": None,
+                  "voxels_per_class": {n: int((result.labels == k).sum()) for k, n in enumerate(run.class_names)
+                                       if k > 0},
+                  "lesions": len(result.lesions)}
+        if image.meta.get("format") in ("dicom", "dicom-series"):
+            record["dicom_seg"] = str(write_dicom_seg(path, image, result.labels, run, out_dir / "dicom-seg" /
+                                                      f"{stem}.dcm"))
+        if overlays:
+            png = out_dir / "overlays" / f"{stem}.png"
+            pred = result.labels[0].numpy()
+            write_bytes(png, overlay_cases_png([{"image": image[0].numpy(), "ref": np.zeros_like(pred),
+                                                 "pred": pred, "spacing": list(image.meta.get("spacing", [])) or None,
+                                                 "caption": f"{path.name}: {len(result.lesions)} lesion(s)"}],
+                                               run.class_names))
+            record["overlay"] = str(png)
+        all_lesions += [{"input": str(path), **lesion} for lesion in result.lesions]
+        results.append(record)
+    write_json(out_dir / LESIONS_FILE, all_lesions)
+    write_json(out_dir / "segmentations.json", results)
+    return results
+
+
+def write_dicom_seg(source: Path, image: MetaTensor, labels: MetaTensor, run: LoadedRun, out: Path) -> Path:
+    """A DICOM SEG over the source image or series, in the order the reader stacked it."""
+    import pydicom
+
+    logging.getLogger("highdicom").setLevel(logging.WARNING)  # it logs every module it copies
+    from medsight.io.dicom_results import Algorithm
+    from medsight.io.dicom_seg import segmentation
+
+    files = sorted(p for p in source.iterdir() if p.is_file()) if source.is_dir() else [source]
+    datasets = {}
+    for f in files:
+        try:
+            ds = pydicom.dcmread(f)
+        except Exception:  # not every file in a series folder is DICOM; the reader already chose
+            continue
+        datasets[str(ds.SOPInstanceUID)] = ds
+    order = image.meta.get("SOPInstanceUID")
+    order = order if isinstance(order, (list, tuple)) else [order]
+    sources = [datasets[uid] for uid in order if uid in datasets]
+    mask = labels[0].numpy().astype(np.uint8)
+    seg = segmentation(sources, mask if mask.ndim == 3 else mask[None], Algorithm(run.run_dir.name, "1"),
+                       segment_labels=run.class_names[1:])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    from medsight.utils.atomic import atomic_path
+
+    with atomic_path(out) as tmp:
+        seg.save_as(tmp)
+    return out
