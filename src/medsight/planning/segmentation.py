@@ -60,8 +60,11 @@ def fingerprint(cases: Sequence[dict], class_names: Sequence[str]) -> dict[str, 
     }
 
 
-def plan_segmentation(fp: dict[str, Any], cfg: RunConfig) -> dict[str, Any]:
-    """Planned values (dotted config keys) for what ``cfg`` leaves empty; see the module doc."""
+def plan_segmentation(fp: dict[str, Any], cfg: RunConfig, on_cpu: bool = True) -> dict[str, Any]:
+    """Planned values (dotted config keys) for what ``cfg`` leaves empty; see the module doc.
+
+    ``on_cpu``: 3D networks start at 16 filters instead of nnU-Net's 32 (a third of the time
+    per step: three times the steps in a CPU's time budget)."""
     dims = cfg.model.spatial_dims
     spacing = _target_spacing(fp)
     scale = np.array(fp["spacing_median"], dtype=float) / np.array(spacing if spacing else fp["spacing_median"])
@@ -70,7 +73,8 @@ def plan_segmentation(fp: dict[str, Any], cfg: RunConfig) -> dict[str, Any]:
     patch = cfg.segmentation.patch_size or _patch_size(median_shape, target, dims)
     strides, kernels = _strides_and_kernels(patch, target)
     pools = len(strides) - 1
-    filters = [min(32 * 2**i, 320) for i in range(pools + 1)]
+    base = 16 if on_cpu and dims == 3 else 32
+    filters = [min(base * 2**i, 320) for i in range(pools + 1)]
     batch = max(2, int(VOXELS_PER_STEP[dims] // math.prod(patch)))
     planned: dict[str, Any] = {
         "transforms.intensity": _normalisation(fp),

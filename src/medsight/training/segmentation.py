@@ -52,7 +52,7 @@ def setup_segmentation(cfg: RunConfig, runtime: Runtime) -> Setup:
         loaded[split] = items
     class_names = segmentation_class_names(cfg, data.class_names, loaded["train"])
     fp = fingerprint(loaded["train"], class_names)
-    planned = open_keys(cfg, {"train.monitor": "val_dice", **plan_segmentation(fp, cfg)})
+    planned = open_keys(cfg, {"train.monitor": "val_dice", **plan_segmentation(fp, cfg, runtime.device.type == "cpu")})
     cfg = apply_plan(cfg, planned)
     log.info("plan: %s", describe(planned))
     channels = cfg.transforms.channels or int(loaded["train"][0]["image"].shape[0])
