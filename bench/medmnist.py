@@ -1,9 +1,12 @@
 """Train and test on a MedMNIST ``.npz`` and compare with the MedMNIST v2 paper's baselines.
 
-    python bench/medmnist.py ../shared/data/breastmnist/breastmnist.npz [--config FILE] [--json OUT]
+    python bench/medmnist.py PATH.npz [--config FILE] [--minutes M] [--folds K] [--tta] [--json OUT]
 
-Trains with the shipped config for the data set (``configs/<name>.yaml``), evaluates the best
-checkpoint on the official test split and prints AUC and ACC beside the published numbers.
+Trains with ``--config``, else the shipped config for the data set (``configs/<name>.yaml``),
+else the planned default (no config: ``planning/classification.py``) fitted to ``--minutes``
+of training (10 when not given) on this machine; ``--folds K`` trains a K-fold ensemble in
+those minutes. Evaluates on the official test split and prints AUC, ACC and ECE beside the
+published numbers, with the CPU kind.
 """
 
 from __future__ import annotations
@@ -41,30 +44,43 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the result here")
     parser.add_argument("--out", type=Path, help="keep the run folder here (default: a temporary folder)")
     parser.add_argument("--set", action="append", default=[], help="config override key=value")
+    parser.add_argument("--minutes", type=float, help="training budget for the planned default (default 10)")
+    parser.add_argument("--folds", type=int, default=0, help="train a K-fold ensemble")
+    parser.add_argument("--tta", action="store_true", help="evaluate with test-time augmentation")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     from medsight.config import load_config
     from medsight.evaluation.evaluate import evaluate_run
-    from medsight.training.run import train_run
+    from medsight.runtime import cpu_description
+    from medsight.training.run import train_folds, train_run
 
     name = args.npz.name.split(".")[0].split("_")[0].lower()
-    config = args.config or ROOT / "configs" / f"{name}.yaml"
     if not args.npz.is_file():
         print(f"{args.npz}: not found", file=sys.stderr)
         return 2
-    if not config.is_file():
-        print(f"{config}: no shipped config for {name}; pass --config", file=sys.stderr)
-        return 2
-    cfg = load_config(config, [f"data.path={args.npz.resolve()}", *args.set])
+    config = args.config or ROOT / "configs" / f"{name}.yaml"
+    planned = args.config is None and not config.is_file()
+    minutes = args.minutes or (10.0 if planned else None)
+    overrides = ["data.dataset=medmnist", f"data.path={args.npz.resolve()}", f"name={name}", *args.set]
+    if minutes:
+        overrides.insert(0, f"train.time_budget_minutes={minutes}")
+    cfg = load_config(None if planned else config, overrides)
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = args.out or Path(tmp) / "run"
         t0 = time.perf_counter()
-        train_run(cfg, run_dir, overwrite=True)
+        if args.folds:
+            train_folds(cfg, run_dir, args.folds)
+        else:
+            train_run(cfg, run_dir, overwrite=True)
         train_seconds = time.perf_counter() - t0
-        metrics = evaluate_run(run_dir, split="test")
-    result = {"dataset": name, "auc": metrics["auc"], "acc": metrics["accuracy"],
-              "train_seconds": round(train_seconds, 1), "config": str(config),
+        metrics = evaluate_run(run_dir, split="test", **({"tta": True} if args.tta else {}))
+    label = "planned default" if planned else Path(config).stem
+    label += f", {args.folds}-fold ensemble" if args.folds else ""
+    label += " + TTA" if args.tta else ""
+    result = {"dataset": name, "auc": metrics["auc"], "acc": metrics["accuracy"], "ece": metrics.get("ece"),
+              "train_seconds": round(train_seconds, 1), "config": "planned" if planned else str(config),
+              "setting": label, "cpu": cpu_description(),
               "auc_ci": metrics["ci"]["auc"], "acc_ci": metrics["ci"]["accuracy"]}
     print_table(name, result)
     if args.json:
@@ -73,14 +89,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def print_table(name: str, result: dict) -> None:
-    rows = [(f"medsight ({Path(result['config']).stem})", result["auc"], result["acc"])]
+    rows = [(f"medsight ({result['setting']})", result["auc"], result["acc"])]
     rows += [(method, auc, acc) for method, (auc, acc) in BASELINES.get(name, {}).items()]
-    print(f"\n{name}: official test split; training took {result['train_seconds']:.0f} s")
+    print(f"\n{name}: official test split; training took {result['train_seconds']:.0f} s on "
+          f"{result['cpu']['model']} (native bf16: {result['cpu']['bf16_native']})")
     print(f"{'method':<34} {'AUC':>6} {'ACC':>6}")
     for method, auc, acc in rows:
         print(f"{method:<34} {auc:>6.3f} {acc:>6.3f}")
     lo, hi = result["auc_ci"]
-    print(f"(medsight AUC 95% CI [{lo:.3f}, {hi:.3f}])")
+    print(f"(medsight AUC 95% CI [{lo:.3f}, {hi:.3f}]; ECE {result['ece']:.3f})")
 
 
 if __name__ == "__main__":

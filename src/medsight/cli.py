@@ -61,27 +61,40 @@ def _root(
 @app.command()
 @_user_errors
 def train(
-    config: Path = typer.Argument(..., help="YAML config file."),
+    config: Optional[Path] = typer.Argument(None, help="YAML config file (optional with --data)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="A .npz, manifest CSV, class folders or MSD folder: "
+                                        "train a planned default on it without a config."),
+    minutes: Optional[float] = typer.Option(None, "--minutes", help="Training time budget (planned runs: 10)."),
     set_: list[str] = typer.Option([], "--set", help="Override a key: --set train.lr=0.01"),
     out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default: runs/<name>)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    folds: int = typer.Option(0, "--folds", min=0, help="Train K cross-validation models into OUT/fold0.. "
+                              "and an ensemble of them in OUT."),
     nproc: int = typer.Option(1, "--nproc", min=1, help="Train on N local processes (DistributedDataParallel)."),
 ) -> None:
-    """Train a model.
+    """Train a model: from a config, or a planned default for a data set (--data).
 
-    Example: medsight train configs/demo.yaml --set train.epochs=5 --out runs/try1
+    Example: medsight train --data breastmnist.npz --minutes 5 --out runs/breast
+             medsight train configs/demo.yaml --set train.epochs=5 --out runs/try1
     On several machines: torchrun ... -m medsight.cli train CONFIG (see docs/distributed.md).
     """
     import os
 
     from medsight.config import load_config
-    from medsight.training.run import train_run
+    from medsight.training.run import train_folds, train_run
 
-    cfg = load_config(config, set_)  # a bad config fails here, before any process starts
+    if config is None and data is None:
+        raise MedsightError("give a config file or --data PATH (see medsight train --help)")
+    overrides = _data_overrides(data) + ([f"train.time_budget_minutes={minutes}"] if minutes else []) + list(set_)
+    cfg = load_config(config, overrides)  # a bad config fails here, before any process starts
+    if folds:
+        run_dir = train_folds(cfg, out, folds, resume=resume)
+        typer.echo(f"ensemble of {folds} folds: {run_dir}")
+        return
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
         from medsight.runtime.distributed import launch_local
 
-        args = ["train", str(config), *[a for item in set_ for a in ("--set", item)]]
+        args = ["train", *([str(config)] if config else []), *[a for item in overrides for a in ("--set", item)]]
         args += ["--out", str(out)] if out is not None else []
         launch_local(nproc, args + (["--resume"] if resume else []))
         typer.echo(f"run folder: {out if out is not None else Path('runs') / cfg.name}")
@@ -89,6 +102,20 @@ def train(
     run_dir = train_run(cfg, out, resume=resume)
     if int(os.environ.get("RANK", "0")) == 0:
         typer.echo(f"run folder: {run_dir}")
+
+
+def _data_overrides(data: Optional[Path]) -> list[str]:
+    """``--data PATH``: the data set kind from the path, and a run name from the file name."""
+    if data is None:
+        return []
+    from medsight.data.registry import dataset_kind
+
+    if not data.exists():
+        raise MedsightError(f"{data}: no such file or folder")
+    kind = dataset_kind(data)
+    name = data.name.split(".")[0] or "run"
+    return [f"data.dataset={kind}", f"data.path={data.resolve()}", f"name={name}",
+            *(["task=segmentation"] if kind == "msd" else [])]
 
 
 @app.command()
@@ -149,6 +176,21 @@ def summary_counts(report) -> dict[str, int]:
     from collections import Counter
 
     return dict(Counter(r["label"] for r in report.results))
+
+
+@app.command()
+@_user_errors
+def ensemble(
+    runs: list[Path] = typer.Argument(..., help="Two or more run folders of the same task and classes."),
+    out: Path = typer.Option(..., "--out", help="Ensemble folder to write (ensemble.json)."),
+) -> None:
+    """Average several runs' probabilities; predict/evaluate/serve the folder like one run.
+
+    Example: medsight ensemble runs/a runs/b runs/c --out runs/abc && medsight evaluate runs/abc
+    """
+    from medsight.inference.ensemble import write_ensemble
+
+    typer.echo(f"ensemble: {write_ensemble(out, runs)}")
 
 
 @app.command()

@@ -34,8 +34,8 @@ class DataConfig(_Strict):
     dataset: Literal["synthetic", "medmnist", "manifest", "folder", "msd"] = "synthetic"
     path: Optional[Path] = None  # .npz, manifest CSV, folder or MSD folder; unused for synthetic
     split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
-    # k-fold by patient instead of split_fractions: fold `fold` is the test split, val is
-    # taken from the other folds (data sets with their own splits ignore this)
+    # cross-validation: train+val pooled and cut into `folds` folds by patient; fold `fold`
+    # is val, test stays as it is (medsight train --folds K trains every fold)
     folds: int = Field(0, ge=0)
     fold: int = Field(0, ge=0)
     bad_files: Literal["fail", "skip"] = "fail"
@@ -86,12 +86,12 @@ class TransformConfig(_Strict):
     intensity_range: Optional[tuple[float, float]] = None
     window: WindowConfig = WindowConfig()
     channels: Optional[int] = Field(None, ge=1, le=4)  # None: as the data come
-    augment: AugmentConfig = AugmentConfig()
+    augment: Optional[AugmentConfig] = None  # None: planned; {} for none
 
 
 class ModelConfig(_Strict):
-    name: str = "simple-cnn"
-    spatial_dims: int = Field(2, ge=2, le=3)
+    name: Optional[str] = None  # None: planned from the data (see plan.json)
+    spatial_dims: Optional[int] = Field(None, ge=2, le=3)  # None: as the data come
     options: dict[str, Any] = Field(default_factory=dict)  # passed to the model factory
 
 
@@ -101,20 +101,23 @@ class EarlyStoppingConfig(_Strict):
 
 
 class TrainConfig(_Strict):
-    epochs: int = Field(20, ge=1)
+    """Training settings. Keys left empty (None) are planned from the data (``planning/``):
+    plan.json says what was chosen and why; setting a key here always wins."""
+
+    epochs: Optional[int] = Field(None, ge=1)
     # stop in time: after the first epoch the epochs that fit are fixed and the schedule
     # fitted to them (the best checkpoint is kept as usual)
     time_budget_minutes: Optional[float] = Field(None, gt=0)
-    batch_size: Optional[int] = Field(None, ge=1)  # None: planned (64 for classification)
-    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
+    batch_size: Optional[int] = Field(None, ge=1)
+    optimizer: Optional[Literal["adam", "adamw", "sgd"]] = None
+    lr: Optional[float] = Field(None, gt=0)
+    weight_decay: Optional[float] = Field(None, ge=0)
     momentum: float = Field(0.9, ge=0, lt=1)
-    schedule: Literal["cosine", "step", "none"] = "cosine"
-    warmup_epochs: int = Field(0, ge=0)
+    schedule: Optional[Literal["cosine", "step", "none"]] = None
+    warmup_epochs: Optional[int] = Field(None, ge=0)
     step_size: int = Field(10, ge=1)
     gamma: float = Field(0.1, gt=0, le=1)
-    class_weights: Literal["balanced", "none"] = "none"
+    class_weights: Optional[Literal["balanced", "none"]] = None
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     # a key of the validation log ("..._loss" is minimised); None: val_auc / val_dice by task
     monitor: Optional[str] = None

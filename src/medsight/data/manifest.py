@@ -5,8 +5,7 @@
 - ``label``: integers (used as class indices) or class names (indexed in sorted order, so the
   mapping is stable across runs and machines).
 - ``patient_id``: keeps each patient in one split. It is never printed in errors or logs.
-- ``split`` (optional): ``train``/``val``/``test``; without it, :func:`patient_split` decides
-  (or :func:`fold_split` with ``data.folds``).
+- ``split`` (optional): ``train``/``val``/``test``; without it, :func:`patient_split` decides.
 - ``mask`` (optional; segmentation): the label map of the image, same grid. With a ``mask``
   column the ``label`` column may be left out.
 
@@ -19,7 +18,7 @@ import csv
 from pathlib import Path
 from typing import Sequence
 
-from medsight.data.splits import DEFAULT_FRACTIONS, count_leaks, fold_split, patient_split
+from medsight.data.splits import DEFAULT_FRACTIONS, count_leaks, patient_split
 from medsight.data.types import SPLITS, Item, SplitData
 from medsight.errors import InputFileError
 
@@ -28,7 +27,7 @@ REQUIRED_COLUMNS = ("path", "label", "patient_id")  # "label" optional when ther
 
 def manifest_dataset(
     csv_path: str | Path, *, seed: int = 0, fractions: Sequence[float] = DEFAULT_FRACTIONS,
-    unsplit: str | None = None, folds: int = 0, fold: int = 0,
+    unsplit: str | None = None,
 ) -> SplitData:
     """Items per split from a manifest CSV (see the module docstring for its columns).
 
@@ -65,8 +64,6 @@ def manifest_dataset(
             )
     elif unsplit is not None:
         splits = [unsplit] * len(items)
-    elif folds:
-        splits = fold_split(patients, labels, folds, fold, seed=seed)
     else:
         splits = patient_split(patients, labels, fractions=fractions, seed=seed)
     per_split: dict[str, list[Item]] = {name: [] for name in SPLITS}

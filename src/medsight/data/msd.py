@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-from medsight.data.splits import DEFAULT_FRACTIONS, fold_split, patient_split
+from medsight.data.splits import DEFAULT_FRACTIONS, patient_split
 from medsight.data.types import SPLITS, Item, SplitData
 from medsight.errors import InputFileError
 
@@ -19,7 +19,7 @@ DATASET_JSON = "dataset.json"
 
 
 def msd_dataset(root: str | Path, *, seed: int = 0, fractions: Sequence[float] = DEFAULT_FRACTIONS,
-                folds: int = 0, fold: int = 0, unsplit: str | None = None) -> SplitData:
+                unsplit: str | None = None) -> SplitData:
     """Items (image and mask paths) per split from an MSD-layout folder."""
     root = Path(root)
     meta = read_dataset_json(root)
@@ -27,8 +27,6 @@ def msd_dataset(root: str | Path, *, seed: int = 0, fractions: Sequence[float] =
     patients = [it["patient_id"] for it in items]
     if unsplit is not None:
         splits = [unsplit] * len(items)
-    elif folds:
-        splits = fold_split(patients, [0] * len(items), folds, fold, seed=seed)
     else:
         splits = patient_split(patients, [0] * len(items), fractions=fractions, seed=seed)
     per_split: dict[str, list[Item]] = {name: [] for name in SPLITS}

@@ -89,21 +89,34 @@ def _apply(preprocess: Compose, data: dict, source: str) -> dict:
 def prepare_data(data: SplitData, cfg: RunConfig, splits: Sequence[str],
                  channels: int | None = None) -> tuple[dict[str, PreparedSplit], int]:
     """Load (bad-file policy applied) and preprocess the named splits once."""
-    from medsight.data.loading import load_items
-    from medsight.transforms import preprocessing
+    return prepare_loaded(load_splits(data, cfg, splits), cfg, channels)
 
-    prepared: dict[str, PreparedSplit] = {}
+
+def load_splits(data: SplitData, cfg: RunConfig, splits: Sequence[str]) -> dict[str, list[Item]]:
+    """Read the named splits' files under the bad-file policy; an empty split is an error."""
+    from medsight.data.loading import load_items
+
+    loaded = {}
     for split in splits:
         items, skipped = load_items(data.split(split), policy=cfg.data.bad_files,
                                     require_deidentified=cfg.data.require_deidentified)
         data.skipped.extend(skipped)
         if not items:
             raise MedsightError(f"the {split} split is empty" + (f" ({len(skipped)} files skipped)" if skipped else ""))
-        if channels is None:
-            channels = cfg.transforms.channels or int(items[0]["image"].shape[0])
-        pre = preprocessing(cfg.transforms, cfg.model.spatial_dims, channels)
-        prepared[split] = prepare_items(items, pre, cfg.model.spatial_dims)
-    return prepared, int(channels)
+        loaded[split] = items
+    return loaded
+
+
+def prepare_loaded(loaded: dict[str, list[Item]], cfg: RunConfig,
+                   channels: int | None = None) -> tuple[dict[str, PreparedSplit], int]:
+    """Preprocess loaded splits into stacked tensors (the run's transforms, built once)."""
+    from medsight.transforms import preprocessing
+
+    first = next(iter(loaded.values()))
+    channels = channels or cfg.transforms.channels or int(first[0]["image"].shape[0])
+    dims = cfg.model.spatial_dims or first[0]["image"].ndim - 1
+    pre = preprocessing(cfg.transforms, dims, channels)
+    return {split: prepare_items(items, pre, dims) for split, items in loaded.items()}, int(channels)
 
 
 @dataclass

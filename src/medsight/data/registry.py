@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Callable
 
 from medsight.config import DataConfig
+from medsight.data.splits import fold_splits
 from medsight.data.types import SplitData
 from medsight.errors import ConfigError
 
@@ -26,8 +27,7 @@ def _medmnist(cfg: DataConfig, seed: int, unsplit: str | None) -> SplitData:
 def _manifest(cfg: DataConfig, seed: int, unsplit: str | None) -> SplitData:
     from medsight.data.manifest import manifest_dataset
 
-    return manifest_dataset(_existing(cfg.path), seed=seed, fractions=cfg.split_fractions, unsplit=unsplit,
-                            folds=cfg.folds, fold=cfg.fold)
+    return manifest_dataset(_existing(cfg.path), seed=seed, fractions=cfg.split_fractions, unsplit=unsplit)
 
 
 def _folder(cfg: DataConfig, seed: int, unsplit: str | None) -> SplitData:
@@ -40,8 +40,7 @@ def _folder(cfg: DataConfig, seed: int, unsplit: str | None) -> SplitData:
 def _msd(cfg: DataConfig, seed: int, unsplit: str | None) -> SplitData:
     from medsight.data.msd import msd_dataset
 
-    return msd_dataset(_existing(cfg.path), seed=seed, fractions=cfg.split_fractions, folds=cfg.folds,
-                       fold=cfg.fold, unsplit=unsplit)
+    return msd_dataset(_existing(cfg.path), seed=seed, fractions=cfg.split_fractions, unsplit=unsplit)
 
 
 DATASETS: dict[str, Callable[[DataConfig, int, str | None], SplitData]] = {
@@ -63,7 +62,21 @@ def build_dataset(cfg: DataConfig, seed: int = 0, unsplit: str | None = None) ->
         factory = DATASETS[cfg.dataset]
     except KeyError:
         raise ConfigError(f"unknown data set {cfg.dataset!r}; known: {', '.join(DATASETS)}") from None
-    return factory(cfg, seed, unsplit)
+    data = factory(cfg, seed, unsplit)
+    return refold(data, cfg.folds, cfg.fold, seed) if cfg.folds and unsplit is None else data
+
+
+def refold(data: SplitData, folds: int, fold: int, seed: int) -> SplitData:
+    """Cross-validation fold ``fold`` of ``folds``: train+val re-split by patient, test kept."""
+    items = data.train + data.val + data.test
+    splits = ["train"] * len(data.train) + ["val"] * len(data.val) + ["test"] * len(data.test)
+    patients = [str(it.get("patient_id", it.get("id", i))) for i, it in enumerate(items)]
+    labels = [it.get("label", 0) for it in items]
+    new = fold_splits(patients, labels, splits, folds, fold, seed)
+    parts: dict[str, list] = {s: [] for s in ("train", "val", "test")}
+    for item, split in zip(items, new):
+        parts[split].append(item)
+    return SplitData(parts["train"], parts["val"], parts["test"], data.class_names, data.skipped)
 
 
 def dataset_kind(path: Path) -> str:

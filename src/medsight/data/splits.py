@@ -84,24 +84,23 @@ def _split_counts(n: int, fractions: tuple[float, float, float]) -> tuple[int, i
 
 
 
-def fold_split(patient_ids: Sequence[str], labels: Sequence[Hashable], folds: int, fold: int,
-               val_fraction: float = 0.1, seed: int = 0) -> list[str]:
-    """k-fold by patient: fold ``fold`` is the test split; val is drawn from the other folds.
+def fold_splits(patient_ids: Sequence[str], labels: Sequence[Hashable], splits: Sequence[str],
+                folds: int, fold: int, seed: int = 0) -> list[str]:
+    """k-fold cross-validation over the development data: test stays test; the train and val
+    patients are pooled, cut into ``folds`` stratified folds, and fold ``fold`` becomes val.
 
-    Folds are contiguous blocks of the same stratified patient order ``patient_split`` uses,
-    so each fold mirrors the label mix and the k test folds partition the patients.
+    Across ``fold = 0 .. folds-1`` every development patient is validated exactly once; the
+    folds are contiguous blocks of the stratified order ``patient_split`` uses.
     """
     if folds < 2 or not 0 <= fold < folds:
         raise ConfigError(f"need folds >= 2 and 0 <= fold < folds, got folds={folds}, fold={fold}")
-    order = _stratified_order(patient_ids, labels, seed)
+    dev = [i for i, s in enumerate(splits) if s != "test"]
+    order = _stratified_order([patient_ids[i] for i in dev], [labels[i] for i in dev], seed)
     if len(order) < folds:
-        raise ConfigError(f"{folds} folds need at least {folds} patients, got {len(order)}")
+        raise ConfigError(f"{folds} folds need at least {folds} patients outside the test split, got {len(order)}")
     bounds = np.linspace(0, len(order), folds + 1).round().astype(int)
-    test = set(order[bounds[fold]:bounds[fold + 1]])
-    rest = [p for p in order if p not in test]
-    n_val = max(1, round(len(rest) * val_fraction)) if len(rest) > 1 else 0
-    val = set(rest[:: max(1, len(rest) // max(n_val, 1))][:n_val])
-    return ["test" if str(p) in test else "val" if str(p) in val else "train" for p in patient_ids]
+    val = set(order[bounds[fold]:bounds[fold + 1]])
+    return ["test" if s == "test" else "val" if str(p) in val else "train" for p, s in zip(patient_ids, splits)]
 
 
 def _stratified_order(patient_ids: Sequence[str], labels: Sequence[Hashable], seed: int) -> list[str]:

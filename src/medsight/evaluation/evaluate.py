@@ -75,6 +75,9 @@ def evaluate_run(run: Path, split: str = "test", data: Path | None = None,
                                                  "chosen_on": "val"})
     metrics = classification_metrics(y, probs, names, threshold=thr if binary else None,
                                      n_bootstrap=cfg.evaluation.n_bootstrap, seed=cfg.train.seed)
+    if loaded.members:  # an ensemble: each member beside it, on the same images
+        metrics["members"] = [_member_row(m, prepared[split], y, names, thr if binary else None)
+                              for m in loaded.members]
     metrics.update({"split": split, "data": str(data or cfg.data.path or cfg.data.dataset),
                     "threshold_source": source if binary else "argmax", "model": cfg.model.name,
                     "skipped_files": len(dataset.skipped)})
@@ -83,6 +86,12 @@ def evaluate_run(run: Path, split: str = "test", data: Path | None = None,
     write_cases(out / f"cases_{split}.csv", prepared[split].ids, prepared[split].sources, y, probs, names)
     write_run_report(out, Path(run))
     return metrics
+
+
+def _member_row(member, part, y: np.ndarray, names: list[str], threshold: float | None) -> dict:
+    probs = torch.softmax(run_batches(member.engine, part.images), 1).numpy()
+    m = classification_metrics(y, probs, names, threshold=threshold, n_bootstrap=0)
+    return {"run": str(member.run_dir), "auc": m["auc"], "accuracy": m["accuracy"], "ece": m["ece"]}
 
 
 def write_cases(path: Path, ids: list[str], sources: list[str], y: np.ndarray, probs: np.ndarray,

@@ -21,9 +21,12 @@ def write_run_report(out_dir: Path, run_dir: Path, predictions: list[dict] | Non
     from medsight.evaluation.evaluate import METRICS_FILE, read_cases
 
     out_dir, run_dir = Path(out_dir), Path(run_dir)
+    from medsight.inference.ensemble import is_ensemble, member_folders
+
     metrics = json.loads((out_dir / METRICS_FILE).read_text())
-    plan = json.loads((run_dir / "plan.json").read_text())
-    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    source = member_folders(run_dir)[0] if is_ensemble(run_dir) else run_dir  # an ensemble: its first member's
+    plan = json.loads((source / "plan.json").read_text())
+    cfg = yaml.safe_load((source / "config.yaml").read_text())
     names = metrics["class_names"]
     report = HtmlReport(title=f"medsight run: {cfg.get('name', run_dir.name)}")
 
@@ -40,6 +43,12 @@ def write_run_report(out_dir: Path, run_dir: Path, predictions: list[dict] | Non
     report.add_heading(f"Metrics with {metrics.get('ci_level', 0.95):.0%} bootstrap confidence intervals")
     report.add_metrics_table(metrics, keys=[k for k in SUMMARY_KEYS if k in metrics])
 
+    if metrics.get("members"):
+        report.add_heading("Ensemble and its members")
+        report.add_table([{"model": "ensemble", "auc": metrics.get("auc"), "accuracy": metrics.get("accuracy"),
+                           "ece": metrics.get("ece")}]
+                         + [{"model": Path(m["run"]).name, **{k: m[k] for k in ("auc", "accuracy", "ece")}}
+                            for m in metrics["members"]])
     cases = out_dir / f"cases_{metrics['split']}.csv"
     if cases.is_file():
         y, probs = read_cases(cases)

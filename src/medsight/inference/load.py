@@ -11,6 +11,7 @@ from torch import nn
 
 from medsight.config import RunConfig
 from medsight.inference.engine import Engine, OnnxEngine, TorchEngine, exported_model
+from medsight.inference.ensemble import EnsembleEngine, is_ensemble, member_folders
 from medsight.models import build_model
 from medsight.planning import apply_plan
 from medsight.runtime import Runtime
@@ -27,6 +28,7 @@ class LoadedRun:
     model: nn.Module
     runtime: Runtime
     engine: Engine  # the forward pass used for predictions (PyTorch or ONNX Runtime)
+    members: list["LoadedRun"] = field(default_factory=list)  # an ensemble's runs
     _preprocess: Compose | None = field(default=None, init=False, repr=False)
 
     @property
@@ -63,8 +65,15 @@ class LoadedRun:
 
 
 def load_run(run_dir: str | Path, checkpoint: str = BEST, prefer_onnx: bool = True) -> LoadedRun:
-    """A run ready to predict; its ONNX export runs the forward pass when there is a current one."""
+    """A run ready to predict; its ONNX export runs the forward pass when there is a current one.
+
+    An ensemble folder (``ensemble.json``) loads every member; its engine averages them."""
     run_dir = Path(run_dir)
+    if is_ensemble(run_dir):
+        members = [load_run(m, checkpoint, prefer_onnx) for m in member_folders(run_dir)]
+        first = members[0]
+        return LoadedRun(run_dir, first.cfg, first.plan, first.model, first.runtime,
+                         EnsembleEngine([m.engine for m in members]), members)
     cfg, plan = read_run(run_dir)
     cfg = apply_plan(cfg, plan.get("planned", {}))
     runtime = Runtime.create(cfg.train.precision, cfg.train.channels_last, cfg.train.threads,

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from medsight.config import RunConfig, config_from_dict
+from pydantic import BaseModel
+
+from medsight.config import RunConfig, TrainConfig, config_from_dict
 
 
 def get_key(cfg: RunConfig, key: str) -> Any:
@@ -22,9 +24,16 @@ def open_keys(cfg: RunConfig, planned: Mapping[str, Any]) -> dict[str, Any]:
             current = get_key(cfg, key)
         except (AttributeError, KeyError):
             current = None
-        if current is None:
+        if _empty(current):
             out[key] = value
     return out
+
+
+def _empty(value: Any) -> bool:
+    """None, or a section whose every key is None (e.g. an unset CT window)."""
+    if isinstance(value, BaseModel):
+        return all(_empty(v) for v in value.model_dump().values())
+    return value is None
 
 
 def apply_plan(cfg: RunConfig, planned: Mapping[str, Any]) -> RunConfig:
@@ -38,6 +47,18 @@ def apply_plan(cfg: RunConfig, planned: Mapping[str, Any]) -> RunConfig:
         node = raw
         for part in parts[:-1]:
             node = node.setdefault(part, {})
-        if node.get(parts[-1]) is None:
+        current = node.get(parts[-1])
+        if current is None or (isinstance(current, dict) and all(v is None for v in current.values())):
             node[parts[-1]] = value
     return config_from_dict(raw, source="plan.json")
+
+
+# What an empty training key means when nothing planned it (e.g. a Trainer built by hand).
+TRAIN_DEFAULTS = {"epochs": 20, "batch_size": 64, "optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0,
+                  "schedule": "cosine", "warmup_epochs": 0, "class_weights": "none", "monitor": "val_loss"}
+
+
+def train_defaults(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with every still-empty key set to its plain default."""
+    missing = {k: v for k, v in TRAIN_DEFAULTS.items() if getattr(cfg, k) is None}
+    return cfg.model_copy(update=missing) if missing else cfg

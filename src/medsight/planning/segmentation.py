@@ -65,7 +65,7 @@ def plan_segmentation(fp: dict[str, Any], cfg: RunConfig, on_cpu: bool = True) -
 
     ``on_cpu``: 3D networks start at 16 filters instead of nnU-Net's 32 (a third of the time
     per step: three times the steps in a CPU's time budget)."""
-    dims = cfg.model.spatial_dims
+    dims = int(cfg.model.spatial_dims or len(fp["shape_median"]))
     spacing = _target_spacing(fp)
     scale = np.array(fp["spacing_median"], dtype=float) / np.array(spacing if spacing else fp["spacing_median"])
     median_shape = np.array(fp["shape_median"], dtype=float) * scale
@@ -77,18 +77,27 @@ def plan_segmentation(fp: dict[str, Any], cfg: RunConfig, on_cpu: bool = True) -
     filters = [min(base * 2**i, 320) for i in range(pools + 1)]
     batch = max(2, int(VOXELS_PER_STEP[dims] // math.prod(patch)))
     planned: dict[str, Any] = {
+        "model.spatial_dims": dims,
+        "model.name": "dynunet",
         "transforms.intensity": _normalisation(fp),
+        "transforms.augment": {"rotate_degrees": 15, "zoom": 0.1, "flip": list(range(dims)), "contrast": 0.2,
+                               "prob": 0.3},
         "segmentation.patch_size": [int(p) for p in patch],
         "train.batch_size": batch,
         "segmentation.iterations_per_epoch": max(25, math.ceil(fp["n_cases"] / batch)),
+        "train.optimizer": "adamw", "train.lr": 2e-3, "train.weight_decay": 3e-5,
+        "train.schedule": "cosine", "train.warmup_epochs": 2, "train.class_weights": "none",
     }
+    if cfg.train.epochs is None:  # epochs and budget go together: the budget decides the epochs
+        planned["train.epochs"] = 200
+        planned["train.time_budget_minutes"] = float(cfg.train.time_budget_minutes or 15.0)
     if spacing:
         planned["transforms.spacing"] = spacing
-    if planned["transforms.intensity"] == "window":
+    if planned["transforms.intensity"] == "window" and cfg.transforms.intensity is None:
         ch = fp["foreground_intensity"][0]
         planned["transforms.window"] = {"preset": None, "level": (ch["p00_5"] + ch["p99_5"]) / 2,
                                         "width": max(ch["p99_5"] - ch["p00_5"], 1.0)}
-    if cfg.model.name == "dynunet":
+    if cfg.model.name in (None, "dynunet"):
         planned.update({"model.options.strides": strides, "model.options.kernel_size": kernels,
                         "model.options.filters": filters,
                         "model.options.deep_supervision": cfg.segmentation.deep_supervision})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from typing import Iterator
 
@@ -11,24 +12,30 @@ import torch.nn.functional as F
 from torch import nn
 
 from medsight.config import RunConfig
-from medsight.data.prepared import PreparedSplit, prepare_data
+from medsight.data.prepared import PreparedSplit, load_splits, prepare_loaded
 from medsight.data.registry import build_dataset
 from medsight.data.types import SplitData
 from medsight.evaluation.classification import auc_score
 from medsight.inference.engine import TorchEngine, run_batches
 from medsight.models import build_model
 from medsight.planning import apply_plan, open_keys
+from medsight.planning.classification import fingerprint, plan_classification
 from medsight.runtime import Runtime
 from medsight.training.trainer import Setup
 from medsight.transforms.batch_augment import BatchAugment
 
+log = logging.getLogger(__name__)
 
-def setup_classification(cfg: RunConfig, runtime: Runtime) -> Setup:
-    """Prepare the data once, build the model and the task, and describe both in a plan."""
-    planned = open_keys(cfg, {"train.batch_size": 64, "transforms.intensity": "scale01", "train.monitor": "val_auc"})
-    cfg = apply_plan(cfg, planned)
+
+def setup_classification(cfg: RunConfig, runtime: Runtime, minutes: float | None = None) -> Setup:
+    """Load the data, plan what the config leaves open, preprocess once, build model and task."""
     data = build_dataset(cfg.data, cfg.train.seed)
-    prepared, channels = prepare_data(data, cfg, ("train", "val"))
+    loaded = load_splits(data, cfg, ("train", "val"))
+    fp = fingerprint(loaded["train"], data.class_names)
+    planned = open_keys(cfg, plan_classification(fp, cfg, minutes))
+    cfg = apply_plan(cfg, planned)
+    log.info("plan: %s", describe(planned))
+    prepared, channels = prepare_loaded(loaded, cfg)
     train, val = prepared["train"], prepared["val"]
     torch.manual_seed(cfg.train.seed)  # the same initial weights for the same seed
     model = build_model(cfg.model.name, channels, data.num_classes, cfg.model.spatial_dims,
@@ -36,11 +43,19 @@ def setup_classification(cfg: RunConfig, runtime: Runtime) -> Setup:
     weights = balanced_class_weights(train.labels, data.num_classes) if cfg.train.class_weights == "balanced" else None
     task = ClassificationTask(train, val, data.num_classes, cfg.train.batch_size, augmenter(cfg), weights,
                               cfg.train.label_smoothing)
-    return Setup(cfg, model, task, {**make_plan(cfg, data, prepared, channels), "planned": planned})
+    plan = {**make_plan(cfg, data, prepared, channels), "fingerprint": fp, "planned": planned}
+    return Setup(cfg, model, task, plan)
 
 
 def augmenter(cfg: RunConfig) -> BatchAugment | None:
-    return BatchAugment(cfg.transforms.augment, cfg.model.spatial_dims) if cfg.transforms.augment.enabled else None
+    augment = cfg.transforms.augment
+    return BatchAugment(augment, cfg.model.spatial_dims) if augment is not None and augment.enabled else None
+
+
+def describe(planned: dict) -> str:
+    keys = ("model.name", "model.options.width", "transforms.spatial_size", "transforms.intensity",
+            "train.batch_size", "train.time_budget_minutes", "train.class_weights")
+    return ", ".join(f"{k.split('.')[-1]} {planned[k]}" for k in keys if k in planned) or "nothing left to plan"
 
 
 def make_plan(cfg: RunConfig, data: SplitData, prepared: dict[str, PreparedSplit], channels: int) -> dict:

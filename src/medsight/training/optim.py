@@ -12,6 +12,9 @@ from medsight.config import TrainConfig
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    from medsight.planning.apply import train_defaults
+
+    cfg = train_defaults(cfg)
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -23,6 +26,9 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 def lr_factor(epoch: int, cfg: TrainConfig, epochs: int | None = None) -> float:
     """Multiplier of the base learning rate for a 0-based epoch of ``epochs`` (default: the config's)."""
+    from medsight.planning.apply import train_defaults
+
+    cfg = train_defaults(cfg)
     epochs = cfg.epochs if epochs is None else epochs
     if epoch < cfg.warmup_epochs:
         return (epoch + 1) / (cfg.warmup_epochs + 1)

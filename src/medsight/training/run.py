@@ -43,7 +43,8 @@ def train_run(cfg: RunConfig, out: Path | None = None, *, resume: bool = False,
               overwrite: bool = False, callbacks: Sequence[EpochCallback] = ()) -> Path:
     """Train a model as configured (on every process of a distributed launch); return the run folder."""
     run_dir = Path(out) if out is not None else Path("runs") / cfg.name
-    model_spec(cfg.model.name)  # an unknown model fails before any data is read
+    if cfg.model.name is not None:
+        model_spec(cfg.model.name)  # an unknown model fails before any data is read
     dist = from_environment()
     try:
         _check_run_dir(run_dir, cfg, resume, overwrite and dist.is_main)
@@ -51,15 +52,17 @@ def train_run(cfg: RunConfig, out: Path | None = None, *, resume: bool = False,
         if not dist.is_main:
             logging.getLogger("medsight").setLevel(logging.WARNING)
         runtime = Runtime.create(cfg.train.precision, cfg.train.channels_last,
-                                 cfg.train.threads or dist.threads(), cfg.model.spatial_dims, dist.device())
+                                 cfg.train.threads or dist.threads(), device=dist.device())
         log.info("run folder %s; %s on %s, %d threads%s", run_dir, runtime.precision, runtime.device,
                  runtime.threads, f", {dist.world_size} processes" if dist.enabled else "")
         setup = _setups()[cfg.task](cfg, runtime)
+        if resume:
+            _check_same_config(run_dir, setup.cfg)
         if dist.is_main:
-            save_config(cfg, run_dir / CONFIG_FILE)
+            save_config(setup.cfg, run_dir / CONFIG_FILE)  # the resolved config: repeatable as it is
             write_json(run_dir / PLAN_FILE, {**setup.plan, "runtime": runtime.describe(),
                                              "processes": dist.world_size})
-        trainer = Trainer(setup.model, setup.task, setup.cfg.train, run_dir, runtime, cfg.model.spatial_dims,
+        trainer = Trainer(setup.model, setup.task, setup.cfg.train, run_dir, runtime, setup.cfg.model.spatial_dims,
                           callbacks, dist)
         history = trainer.fit(resume=resume)
         if dist.is_main:
@@ -70,15 +73,40 @@ def train_run(cfg: RunConfig, out: Path | None = None, *, resume: bool = False,
     return run_dir
 
 
+def train_folds(cfg: RunConfig, out: Path | None, folds: int, *, resume: bool = False) -> Path:
+    """K cross-validation runs (``OUT/fold0`` ...) and their ensemble in ``OUT``.
+
+    The test split stays the data set's; train+val are pooled and each fold validates on its
+    own part (``data.folds``). A time budget is shared equally among the folds.
+    """
+    from medsight.inference.ensemble import write_ensemble
+
+    out = Path(out) if out is not None else Path("runs") / cfg.name
+    members = []
+    for k in range(folds):
+        fold_cfg = cfg.model_copy(deep=True)
+        fold_cfg.data.folds, fold_cfg.data.fold = folds, k
+        if cfg.train.time_budget_minutes:
+            fold_cfg.train.time_budget_minutes = cfg.train.time_budget_minutes / folds
+        run_dir = out / f"fold{k}"
+        log.info("fold %d of %d -> %s", k + 1, folds, run_dir)
+        members.append(train_run(fold_cfg, run_dir, resume=resume and (run_dir / "checkpoints" / LAST).is_file()))
+    return write_ensemble(out, members)
+
+
+def _check_same_config(run_dir: Path, resolved: RunConfig) -> None:
+    """A resumed run must continue with the configuration it started with (after planning)."""
+    saved = read_config(run_dir)
+    if saved.model_dump() != resolved.model_dump():
+        raise ConfigError(f"{run_dir}: the config differs from the one this run started with; "
+                          "resume with the same config (see its config.yaml)")
+
+
 def _check_run_dir(run_dir: Path, cfg: RunConfig, resume: bool, overwrite: bool) -> None:
     last = run_dir / "checkpoints" / LAST
     if resume:
         if not last.is_file():
             raise ConfigError(f"{run_dir}: nothing to resume (no checkpoints/{LAST})")
-        saved = read_config(run_dir)
-        if saved.model_dump() != cfg.model_dump():
-            raise ConfigError(f"{run_dir}: the config differs from the one this run started with; "
-                              "resume with the same config (see its config.yaml)")
         return
     if last.is_file() and not overwrite:
         raise ConfigError(f"{run_dir}: already holds a run; use --resume to continue it or another --out")

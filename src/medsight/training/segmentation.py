@@ -28,6 +28,7 @@ from medsight.models import build_model
 from medsight.planning import apply_plan, open_keys
 from medsight.planning.segmentation import describe, fingerprint, plan_segmentation
 from medsight.runtime import Runtime
+from medsight.training.classification import augmenter
 from medsight.training.trainer import Setup
 from medsight.transforms import preprocessing
 from medsight.transforms.batch_augment import BatchAugment
@@ -61,7 +62,7 @@ def setup_segmentation(cfg: RunConfig, runtime: Runtime) -> Setup:
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg.model.name, channels, len(class_names), cfg.model.spatial_dims,
                         input_size=tuple(cfg.segmentation.patch_size), **cfg.model.options)
-    augment = BatchAugment(cfg.transforms.augment, cfg.model.spatial_dims) if cfg.transforms.augment.enabled else None
+    augment = augmenter(cfg)
     task = SegmentationTask(train, val, len(class_names), cfg, augment)
     plan = {"task": "segmentation", "class_names": class_names, "in_channels": channels,
             "spatial_dims": cfg.model.spatial_dims, "input_shape": list(cfg.segmentation.patch_size),

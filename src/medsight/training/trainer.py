@@ -16,12 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from medsight.config import RunConfig, TrainConfig
 from medsight.errors import MedsightError
+from medsight.planning.apply import train_defaults
 from medsight.runtime import Runtime
 from medsight.runtime.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
 from medsight.runtime.distributed import Distributed
@@ -63,6 +65,7 @@ class Trainer:
     def __init__(self, model: nn.Module, task: Task, cfg: TrainConfig, run_dir: Path,
                  runtime: Runtime, spatial_dims: int, callbacks: Sequence[EpochCallback] = (),
                  dist: Distributed = Distributed()):
+        cfg = train_defaults(cfg)
         self.model = runtime.model(model, spatial_dims)
         self.task, self.cfg, self.run_dir, self.runtime, self.dist = task, cfg, Path(run_dir), runtime, dist
         self.forward = self.model
@@ -72,6 +75,8 @@ class Trainer:
             ids = [runtime.device.index] if runtime.device.type == "cuda" else None
             self.forward = DistributedDataParallel(self.model, device_ids=ids)
         self.epochs = cfg.epochs  # lowered to what fits when train.time_budget_minutes is set
+        self._epoch_times: list[float] = []
+        self._seconds_before = self._seconds = 0.0  # training time of earlier processes (resume)
         self.optimizer = make_optimizer(self.model, cfg)
         self.scheduler = make_scheduler(self.optimizer, cfg, lambda: self.epochs)
         self.stopper = EarlyStopping(cfg.monitor, cfg.early_stopping.patience, cfg.early_stopping.min_delta)
@@ -82,7 +87,7 @@ class Trainer:
         start = self._restore() if resume else 0
         if start:
             log.info("resuming after epoch %d of %d", start, self.epochs)
-        t_start = time.perf_counter()
+        t_start = time.perf_counter() - self._seconds_before  # a resumed run continues its budget
         epoch = start
         while epoch < self.epochs and not self.stopper.should_stop:
             t0 = time.perf_counter()
@@ -94,6 +99,7 @@ class Trainer:
                    "seconds": round(time.perf_counter() - t0, 3)}
             epoch += 1
             self._fit_budget(epoch - start, time.perf_counter() - t_start, epoch)
+            self._seconds = time.perf_counter() - t_start
             self.scheduler.step()
             improved = self.stopper.update(epoch, row)
             self.history.append(row)
@@ -147,21 +153,26 @@ class Trainer:
         return self.dist.broadcast(row)
 
     def _fit_budget(self, epochs_run: int, elapsed: float, done: int) -> None:
-        """With a time budget, fix the number of epochs from the measured epoch time, once,
-        so the learning-rate schedule ends where training ends; stop at the limit regardless."""
+        """With a time budget, fit the number of epochs to the measured epoch time after every
+        epoch, so the learning-rate schedule (which reads ``self.epochs``) still ends where
+        training ends when the machine slows down; stop at the limit regardless.
+
+        Epoch time is the last epoch's for the first two (the first carries one-off costs:
+        kernel selection, caches), then the median of the last five."""
         budget = self.cfg.time_budget_minutes
         if budget is None:
             return
-        per_epoch = elapsed / max(epochs_run, 1)
+        self._epoch_times.append(elapsed - self._seconds_before - sum(self._epoch_times))
+        steady = self._epoch_times[1:] or self._epoch_times
+        per_epoch = self._epoch_times[-1] if epochs_run <= 2 else float(np.median(steady[-5:]))
         remaining = budget * 60 - elapsed
-        fits = done + max(0, int(remaining // per_epoch))
-        if epochs_run == 1 and fits < self.epochs:
-            self.epochs = max(done, fits)
-            log.info("time budget %.1f min: %d epochs fit (%.1f s each); schedule fitted to them",
-                     budget, self.epochs, per_epoch)
-        elif remaining < per_epoch and done < self.epochs:
-            self.epochs = done
-            log.info("time budget %.1f min reached after %d epochs", budget, done)
+        planned = max(done, min(self.cfg.epochs, done + int(remaining // per_epoch)))
+        if remaining < max(steady[-5:]):  # the next epoch may not fit: stop now
+            planned = done
+        if planned != self.epochs:
+            log.info("time budget %.1f min: %d epochs (%.1f s each)%s", budget, planned, per_epoch,
+                     "; stopping" if planned == done else "; schedule fitted to them")
+            self.epochs = planned
         self.epochs = self.dist.broadcast(self.epochs)  # every rank stops at the same epoch
 
     def _checkpoint(self, epoch: int, improved: bool) -> None:
@@ -174,7 +185,7 @@ class Trainer:
         save_checkpoint(self.run_dir, LAST, {
             "model": weights, "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "stopper": self.stopper.state_dict(),
-            "history": self.history, "epoch": epoch, "epochs": self.epochs,
+            "history": self.history, "epoch": epoch, "epochs": self.epochs, "seconds": self._seconds,
         })
         write_history(self.run_dir, self.history)
 
@@ -183,6 +194,7 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.epochs = int(state.get("epochs", self.cfg.epochs))
+        self._seconds_before = float(state.get("seconds", 0.0))
         self.scheduler.load_state_dict(state["scheduler"])
         self.stopper.load_state_dict(state["stopper"])
         self.history = list(state["history"])

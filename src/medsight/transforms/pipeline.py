@@ -58,7 +58,7 @@ def augmentation(cfg: TransformConfig, spatial_dims: int, image_keys: Sequence[s
                  mask_keys: Sequence[str] = ()) -> Compose | None:
     """Random spatial and intensity augmentation, or None when none is configured."""
     a = cfg.augment
-    if not a.enabled:
+    if a is None or not a.enabled:
         return None
     keys = [*image_keys, *mask_keys]
     spatial_modes = ["bilinear"] * len(image_keys) + ["nearest"] * len(mask_keys)
