@@ -135,6 +135,9 @@ class LesionConfig(_Strict):
     """Lesions from a probability map: connected components, and how they are matched."""
 
     threshold: float = Field(0.5, gt=0, lt=1)
+    # FROC candidates: components above this, scored by their maximum probability, so the
+    # curve sweeps from confident to doubtful detections
+    candidate_threshold: float = Field(0.1, gt=0, lt=1)
     min_size: float = Field(0.0, ge=0)  # mm^3 in 3D, mm^2 in 2D
     hit_rule: Literal["center", "iou"] = "center"  # centre inside a reference lesion, or IoU
     iou_threshold: float = Field(0.1, gt=0, le=1)

@@ -53,14 +53,15 @@ def evaluate_segmentation(run: Path, split: str = "test", data: Path | None = No
         rows.append(row)
         # lesion level: components of the foreground probability against reference components
         foreground = 1.0 - seg.probabilities[0].numpy()
-        lesions, lesion_map = label_lesions(foreground, item["image"].affine.numpy(), lesion_cfg.threshold,
-                                            lesion_cfg.min_size)
+        lesions, lesion_map = label_lesions(foreground, item["image"].affine.numpy(),
+                                            lesion_cfg.candidate_threshold, lesion_cfg.min_size)
         froc_cases.append((lesions, ref > 0, lesion_map) if lesion_cfg.hit_rule == "iou" else (lesions, ref > 0))
         shown = {"image": np.asarray(item["image"][0]), "ref": ref, "pred": pred,
                  "caption": f"{row['case']}: Dice {_mean_dice(row, names):.3f}",
                  "spacing": list(spacing_of(item["image"]))}
-        _keep(shown_best, _mean_dice(row, names), n, shown)
-        _keep(shown_worst, -_mean_dice(row, names), n, shown)
+        if ref.any():  # an empty slice segmented empty is "perfect" but shows nothing
+            _keep(shown_best, _mean_dice(row, names), n, shown)
+            _keep(shown_worst, -_mean_dice(row, names), n, shown)
     summary = summarize(rows, names, cfg.evaluation.n_bootstrap, cfg.train.seed)
     lesion_result = froc(froc_cases, lesion_cfg.hit_rule, lesion_cfg.iou_threshold)
     dice = {name: {"mean": s["dice"]["mean"], "ci": s["dice"]["ci"]} for name, s in summary["per_class"].items()}
