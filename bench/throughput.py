@@ -170,6 +170,12 @@ def main(argv: list[str] | None = None) -> int:
     int8 = OnnxEngine(int8_path, best.threads)
     torch_engine = TorchEngine(fresh(best).eval(), best)
 
+    def batches_only(epoch: int) -> float:
+        """Batching + augmentation alone (what the trainer does besides the model step)."""
+        t0 = time.perf_counter()
+        n = sum(len(x) for x, _ in task.train_batches(epoch_seed(0, epoch)))
+        return n / (time.perf_counter() - t0)
+
     def medsight_epoch_parts(epoch: int) -> tuple[float, float]:
         _, rate = trainer.train_epoch(epoch)
         t0 = time.perf_counter()
@@ -188,13 +194,14 @@ def main(argv: list[str] | None = None) -> int:
     medsight_infer(torch_engine, images)
     medsight_infer(int8, images)
     rates: dict[str, list[float]] = {k: [] for k in ("plain", "medsight", "bare", "extra", "iplain", "ionnx",
-                                                      "itorch", "iint8")}
+                                                      "itorch", "iint8", "data")}
     for r in range(args.rounds):
         rates["plain"].append(plain_train(plain_model, plain_loader, steps))
         rate, extra = medsight_epoch_parts(r + 1)
         rates["medsight"].append(rate)
         rates["extra"].append(extra)
         rates["bare"].append(bare_train(bare_model, best, xb, yb, steps))
+        rates["data"].append(batches_only(r + 1))
         rates["iplain"].append(plain_infer(plain_model, infer_loader))
         rates["ionnx"].append(medsight_infer(onnx, images))
         rates["itorch"].append(medsight_infer(torch_engine, images))
@@ -209,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
               "train_img_s": {"plain": round(med["plain"], 1), "medsight": round(med["medsight"], 1),
                               "bare": round(med["bare"], 1)},
               "epoch_extras_share": round(med["extra"], 3),
+              "batching_augmentation_img_s": round(med["data"], 1),
               "infer_img_s": {"plain": round(med["iplain"], 1), "medsight": round(med["ionnx"], 1),
                               "medsight_pytorch": round(med["itorch"], 1),
                               "medsight_int8": round(med["iint8"], 1)}}
@@ -229,7 +237,9 @@ def print_table(r: dict, rounds: int) -> None:
     print(f"{'':<10}{'medsight trainer':<34}{t['medsight']:>9.0f}{t['medsight'] / t['plain']:>9.2f}x"
           f"{t['medsight'] / t['bare']:>8.0%}")
     print(f"{'':<10}{'bare model step':<34}{t['bare']:>9.0f}{t['bare'] / t['plain']:>9.2f}x{1:>8.0%}")
-    print(f"{'':<10}(BatchNorm re-estimation + validation: {r['epoch_extras_share']:.0%} of a medsight epoch)")
+    print(f"{'':<10}(batching + augmentation alone: {r['batching_augmentation_img_s']:.0f} img/s, "
+          f"{t['medsight'] / r['batching_augmentation_img_s']:.1%} of the training pass;")
+    print(f"{'':<10} BatchNorm re-estimation + validation: {r['epoch_extras_share']:.0%} of a medsight epoch)")
     print(f"{'infer':<10}{'plain PyTorch loop (fp32)':<34}{i['plain']:>9.0f}{1:>9.2f}x")
     print(f"{'':<10}{'medsight (ONNX Runtime)':<34}{i['medsight']:>9.0f}{i['medsight'] / i['plain']:>9.2f}x")
     print(f"{'':<10}{'medsight (PyTorch engine)':<34}{i['medsight_pytorch']:>9.0f}"
