@@ -23,5 +23,15 @@ class InputFileError(MedsightError):
         super().__init__(f"{self.path}: {problem}")
 
 
+class OutputFileError(MedsightError):
+    """A file that cannot be written (full disk, read-only or forbidden folder):
+    ``OutputFileError(path, "cannot write: No space left on device")``."""
+
+    def __init__(self, path: str | Path, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
 class ConfigError(MedsightError):
     """An invalid configuration key or value."""
