@@ -27,7 +27,7 @@ from medsight.errors import ConfigError
 from medsight.models import build_model, model_spec
 from medsight.runtime import Runtime
 from medsight.runtime.checkpoint import LAST
-from medsight.runtime.run_folder import CONFIG_FILE, PLAN_FILE, read_config
+from medsight.runtime.run_folder import CONFIG_FILE, PLAN_FILE, lock_run_folder, read_config
 from medsight.training.classification import ClassificationTask, balanced_class_weights
 from medsight.training.history import write_curves
 from medsight.training.trainer import EpochCallback, Trainer
@@ -42,6 +42,12 @@ def train_run(cfg: RunConfig, out: Path | None = None, *, resume: bool = False,
     """Train a classifier as configured; return the run folder."""
     run_dir = Path(out) if out is not None else Path("runs") / cfg.name
     model_spec(cfg.model.name)  # an unknown model fails before any data is read
+    with lock_run_folder(run_dir):  # one writer per run folder, released even on kill -9
+        return _train_locked(cfg, run_dir, resume, overwrite, callbacks)
+
+
+def _train_locked(cfg: RunConfig, run_dir: Path, resume: bool, overwrite: bool,
+                  callbacks: Sequence[EpochCallback]) -> Path:
     _check_run_dir(run_dir, cfg, resume, overwrite)
     runtime = Runtime.create(cfg.train.precision, cfg.train.channels_last, cfg.train.threads,
                              cfg.model.spatial_dims)
