@@ -29,7 +29,7 @@ from medsight.runtime import Runtime
 from medsight.runtime.checkpoint import LAST
 from medsight.runtime.run_folder import CONFIG_FILE, PLAN_FILE, lock_run_folder, read_config
 from medsight.training.classification import ClassificationTask, balanced_class_weights
-from medsight.training.history import write_curves
+from medsight.training.history import write_curves, write_history
 from medsight.training.trainer import EpochCallback, Trainer
 from medsight.transforms import augmentation
 from medsight.utils.atomic import write_json
@@ -69,6 +69,7 @@ def _train_locked(cfg: RunConfig, run_dir: Path, resume: bool, overwrite: bool,
                               cfg.train.label_smoothing)
     trainer = Trainer(model, task, cfg.train, run_dir, runtime, cfg.model.spatial_dims, callbacks)
     history = trainer.fit(resume=resume)
+    write_history(run_dir, history)  # a kill between the last checkpoint and its log line
     write_curves(run_dir, history, cfg.train.monitor)
     return run_dir
 
