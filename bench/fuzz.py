@@ -30,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from collections import Counter, defaultdict
 from multiprocessing.connection import wait
 from pathlib import Path
@@ -307,6 +308,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     args.targets = [t for t in args.targets.split(",") if t]
     import medsight  # noqa: F401 - fail here, not as a crash in every case, if it is not importable
+
+    warnings.simplefilter("ignore")  # pydicom's, while this process builds the CLI sample's cases
     if args.show:
         seed, index = map(int, args.show.split(":"))
         Path("fuzz-case").mkdir(exist_ok=True)

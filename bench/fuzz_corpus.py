@@ -38,7 +38,7 @@ DICOM_SEEDS = (
     "CT_small.dcm", "MR_small.dcm", "MR_small_RLE.dcm", "JPEG2000.dcm", "MR_small_jpeg_ls_lossless.dcm",
     "MR_small_jp2klossless.dcm", "SC_rgb_small_odd.dcm", "SC_rgb_jpeg.dcm", "SC_rgb_rle_2frame.dcm",
     "rtdose.dcm", "image_dfl.dcm", "MR_small_bigendian.dcm", "MR_small_implicit.dcm", "JPGExtended.dcm",
-    "liver_1frame.dcm", "no_meta.dcm", "rtstruct.dcm",
+    "liver_1frame.dcm", "no_meta.dcm", "rtstruct.dcm", "JPEG-lossy.dcm",  # 12-bit JPEG: no decoder here
 )
 TRANSFER_SYNTAXES = (
     "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57",
@@ -305,7 +305,7 @@ def dicom_codestream(rng: random.Random) -> tuple[str, bytes]:
     headers with other sizes, segment tables pointing nowhere."""
     name = rng.choice([n for n in ("MR_small_RLE.dcm", "JPEG2000.dcm", "MR_small_jpeg_ls_lossless.dcm",
                                    "MR_small_jp2klossless.dcm", "SC_rgb_jpeg.dcm", "SC_rgb_rle_2frame.dcm",
-                                   "JPGExtended.dcm") if n in dicom_seeds()])
+                                   "JPGExtended.dcm", "JPEG-lossy.dcm") if n in dicom_seeds()])
     data = bytearray(dicom_seeds()[name])
     ds = pydicom.dcmread(io.BytesIO(bytes(data)), force=True)
     start = ds.get_item("PixelData").value_tell

@@ -18,6 +18,7 @@ import logging
 import os
 import resource
 import shutil
+import threading
 import time
 import traceback
 import warnings
@@ -118,6 +119,7 @@ def peak_rss_mb(reset: bool = False) -> float:
 def worker_main(conn, run_dir: str, targets: list[str], scratch_root: str) -> None:
     """Serve cases from ``conn``: receive (seed, index), send back the case's results."""
     import torch
+    from tqdm import tqdm
 
     from fuzz_corpus import build_case
     from medsight.inference import load, predict
@@ -126,6 +128,8 @@ def worker_main(conn, run_dir: str, targets: list[str], scratch_root: str) -> No
     RUN_DIR = Path(run_dir)
     resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE_LIMIT, ADDRESS_SPACE_LIMIT))
     torch.set_num_threads(1)
+    # tqdm's default lock is a multiprocessing one, which a killed worker would leave behind.
+    tqdm.set_lock(threading.RLock())
     warnings.simplefilter("ignore")  # warnings are the CLI's concern: checked there
     logging.disable(logging.CRITICAL)
     # Loading the run is not under test and would dominate: load it once per worker.

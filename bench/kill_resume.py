@@ -196,12 +196,16 @@ def main(argv: list[str] | None = None) -> dict:
             # lets at most one more epoch finish while more kills remain than epochs.
             moment = rng.choice(("start-up", "epoch", "epoch", "write", "write"))
             more = rng.choice((0, 1)) if args.epochs - done > args.kills - kills + 1 else 0
+            # Timings come from the reference run; the machine may since be faster, so no
+            # moment lets more epochs finish than intended.
             if moment == "start-up":
-                time.sleep(rng.uniform(0, first_epoch))
+                deadline = time.monotonic() + rng.uniform(0, first_epoch)
+                wait_until(proc, lambda: time.monotonic() > deadline or epochs_logged(run) > done)
             else:
                 wait_until(proc, lambda: epochs_logged(run) >= done + more)
                 if moment == "epoch":
-                    time.sleep(rng.uniform(0, epoch_seconds))
+                    deadline = time.monotonic() + rng.uniform(0, epoch_seconds)
+                    wait_until(proc, lambda: time.monotonic() > deadline or epochs_logged(run) > done + more)
                 else:  # as soon as a new temporary file shows that a write is under way
                     wait_until(proc, lambda: bool(set(temp_files(run)) - before), poll=0.005)
                     time.sleep(rng.uniform(0, args.slow_writes))
@@ -214,10 +218,12 @@ def main(argv: list[str] | None = None) -> dict:
             proc.wait()
             kills += 1
             mid_write = bool(set(temp_files(run)) - before)  # a write was cut short
-            moments["write" if mid_write else moment] += 1
+            # What the kill cut: a write, the start-up or first epoch of this process, or a later epoch.
+            moment = "write" if mid_write else "start / 1st epoch" if epochs_logged(run) == done else "later epoch"
+            moments[moment] += 1
             corrupt += [f"after kill {kills}: {c}" for c in corrupt_files(run)]
-            print(f"kill {kills}: after epoch {epochs_logged(run)} of {args.epochs}, "
-                  f"{'mid-write' if mid_write else moment}", file=sys.stderr, flush=True)
+            print(f"kill {kills}: after epoch {epochs_logged(run)} of {args.epochs}, during {moment}",
+                  file=sys.stderr, flush=True)
 
         if not finished_early:
             resumed += (run / "checkpoints" / "last.pt").is_file()

@@ -23,6 +23,8 @@ from medsight.io import limits, read_image
 
 from .dicom_builders import CT_SMALL
 
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom on the damaged values
+
 
 @pytest.fixture
 def no_decoding(monkeypatch):
@@ -187,3 +189,24 @@ def test_unforeseen_reader_failure_is_one_line_naming_the_file(tmp_path, monkeyp
     with pytest.raises(InputFileError) as info:
         read_image(CT_SMALL)
     assert isinstance(info.value.__cause__, KeyError)  # kept for --debug
+
+
+def test_element_whose_bytes_do_not_fit_its_vr_is_named_by_tag_not_value(tmp_path):
+    # PixelSpacing's text "0.661468\0.661468 " re-labelled as UL: pydicom cannot decode it.
+    data = bytearray(Path(CT_SMALL).read_bytes())
+    at = data.find(b"\x28\x00\x30\x00DS")
+    data[at + 4:at + 6] = b"UL"
+    (tmp_path / "vr.dcm").write_bytes(bytes(data))
+    problem = refusal(tmp_path / "vr.dcm")
+    assert problem == "corrupt DICOM element (0028,0030): its value does not fit its value representation"
+
+
+def test_nibabel_header_fixes_go_to_logging_not_the_terminal(tmp_path, capfd, caplog):
+    image = nib.Nifti1Image(np.ones((4, 4, 4), np.float32), np.eye(4))
+    raw = bytearray(image.to_bytes())
+    struct.pack_into("<f", raw, 80, 0.0)  # pixdim[1] = 0: nibabel fixes it and says so
+    (tmp_path / "zero.nii").write_bytes(bytes(raw))
+    with caplog.at_level("WARNING"):
+        read_image(tmp_path / "zero.nii")
+    assert capfd.readouterr().err == ""
+    assert "pixdim" in caplog.text  # routed to logging (the CLI shows it with --verbose)

@@ -168,3 +168,19 @@ def test_real_full_tmpfs_then_more_space(tmp_path):
         assert subprocess.run(["mount", "-o", "remount,size=2m", str(disk)]).returncode == 0
         report = run(src, disk / "out")
         assert (report.n_ok, report.n_failed, report.n_already_done) == (12, 0, len(done))
+
+
+def test_damaged_element_fails_its_file_without_output_or_quoted_bytes(tmp_path):
+    src = small_tree(tmp_path / "in")
+    victim = next(src.rglob("CT_small.dcm"))
+    data = bytearray(victim.read_bytes())
+    at = data.find(b"\x08\x00\x16\x00UI")  # SOPClassUID re-labelled SL: undecodable
+    data[at + 4:at + 6] = b"SL"
+    victim.write_bytes(bytes(data))
+    report = run(src, tmp_path / "out")
+    [(source, problem)] = report.failures
+    assert source == str(victim)
+    assert problem.endswith("element (0008,0016) does not fit its value representation")
+    assert "1.2.840" not in problem  # the value is not quoted
+    assert not (tmp_path / "out" / victim.relative_to(src)).exists()
+    assert report.n_ok == 2

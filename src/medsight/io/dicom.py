@@ -14,6 +14,7 @@ negated), matching NIfTI and MONAI; otherwise it is a plain diagonal of the spac
 
 from __future__ import annotations
 
+import re
 import zlib
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,7 +24,7 @@ import numpy as np
 import pydicom
 from monai.data import MetaTensor
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.errors import InvalidDicomError
+from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.filereader import read_file_meta_info
 from pydicom.pixels import apply_color_lut, apply_modality_lut
 from pydicom.uid import (
@@ -47,6 +48,11 @@ GEOMETRY = "geometry (PixelSpacing, ImageOrientationPatient, ImagePositionPatien
 def read_dicom(path: str | Path, *, force: bool = False) -> MetaTensor:
     """Read one DICOM file as a ``(C, row, col)`` or ``(C, frame, row, col)`` image."""
     ds = load_dataset(path, force=force)
+    with corrupt_elements(path):
+        return _image(ds, path)
+
+
+def _image(ds: Dataset, path: str | Path) -> MetaTensor:
     pixels = invert_monochrome1(modality_pixels(ds, path), ds)
     n_frames = int(ds.get("NumberOfFrames") or 1)
     is_colour = pixels.ndim == (4 if n_frames > 1 else 3)
@@ -67,6 +73,20 @@ def read_dicom(path: str | Path, *, force: bool = False) -> MetaTensor:
             affine = ras_affine(axes, image_position(ds))
     meta = dicom_meta(ds)
     return checked_image(array, path, format="dicom", spacing=spacing, affine=affine, **meta)
+
+
+@contextmanager
+def corrupt_elements(path: str | Path) -> Iterator[None]:
+    """pydicom decodes elements when they are first used; one whose bytes do not fit its VR
+    (or with a VR that does not exist) is reported by its tag, never by its value, which
+    could be patient data."""
+    try:
+        yield
+    except (BytesLengthException, NotImplementedError) as exc:
+        found = re.search(r"\(([0-9A-Fa-f]{4}),([0-9A-Fa-f]{4})\)", str(exc))
+        tag = f" ({found[1]},{found[2]})" if found else ""
+        raise InputFileError(path, f"corrupt DICOM element{tag}: its value does not fit its "
+                                   "value representation") from exc
 
 
 @contextmanager
@@ -271,8 +291,10 @@ def _rescale_source(ds: Dataset) -> Dataset:
 
 
 def _no_pixels_problem(ds: Dataset) -> str:
-    sop_class = ds.get("SOPClassUID")
-    name = getattr(sop_class, "name", "") or "unknown SOP class"
+    sop_class = UID(str(ds.get("SOPClassUID") or ""))
+    # A known class by its name; anything else could be bytes of a damaged header (even
+    # patient data), so it is not quoted.
+    name = sop_class.name if sop_class.name != str(sop_class) else "unknown SOP class"
     # An image object without its pixel data is almost always a file cut short in transfer.
     if "Image" in name or "Rows" in ds:
         return f"truncated DICOM: {name} file ends before its pixel data"

@@ -22,6 +22,7 @@ from medsight.errors import InputFileError
 from medsight.io.dicom import (
     GEOMETRY,
     PIXEL_KEYWORDS,
+    corrupt_elements,
     dicom_meta,
     header_values,
     image_orientation,
@@ -46,7 +47,11 @@ DUPLICATE_TOLERANCE = 0.01
 def read_dicom_series(folder: str | Path) -> MetaTensor:
     """Read the single DICOM series in ``folder`` as a ``(1, S, R, C)`` image."""
     folder = Path(folder)
-    slices = _series_slices(folder)
+    with corrupt_elements(folder):
+        return _volume(_series_slices(folder), folder)
+
+
+def _volume(slices: list[Dataset], folder: Path) -> MetaTensor:
     with header_values(folder, GEOMETRY):  # e.g. a PixelSpacing that is not numbers
         _check_uniform(slices, folder)
         rows, cols = int(slices[0].get("Rows") or 0), int(slices[0].get("Columns") or 0)

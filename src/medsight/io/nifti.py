@@ -13,8 +13,9 @@ import math
 import os
 import struct
 import warnings
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import nibabel as nib
 import numpy as np
@@ -28,7 +29,7 @@ from medsight.io.validate import check_spatial_shape, checked_image, one_line
 def read_nifti(path: str | Path) -> MetaTensor:
     """Read a NIfTI image as ``(C, *spatial)`` with spacing from the header zooms."""
     try:
-        with warnings.catch_warnings(), ExitStack() as files:
+        with warnings.catch_warnings(), _nibabel_logs_to_root(), ExitStack() as files:
             # nibabel warns about odd-but-readable headers (e.g. pixdim[0]); the data is fine.
             warnings.simplefilter("ignore")
             image = _load(Path(path), files)
@@ -65,6 +66,22 @@ def read_nifti(path: str | Path) -> MetaTensor:
     return checked_image(
         array, path, format="nifti", spacing=zooms, affine=image.affine, space="RAS"
     )
+
+
+@contextmanager
+def _nibabel_logs_to_root() -> Iterator[None]:
+    """nibabel prints its header fixes ("sizeof_hdr should be 348...") through a handler of its
+    own; without it the records reach the application's logging like any library's (the CLI
+    shows them with --verbose only)."""
+    logger = nib.imageglobals.logger
+    handlers = list(logger.handlers)
+    for handler in handlers:
+        logger.removeHandler(handler)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            logger.addHandler(handler)
 
 
 def _check_stored_size(path: Path, image: nib.Nifti1Pair) -> None:

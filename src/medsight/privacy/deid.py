@@ -29,7 +29,7 @@ from typing import Any
 import pydicom
 from pydicom import dcmread, dcmwrite
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
+from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from medsight.errors import InputFileError, MedsightError, OutputFileError
@@ -175,6 +175,7 @@ def _deidentify_file(source: Path, target: Path, deid: Deidentifier,
     identifiers: set[str] = set()
     try:
         identifiers = collect(ds)  # before anything changes: for the sweep and the scrub
+        review = None
         if is_dicomdir(ds):
             data = deidentify_dicomdir(ds, deid, identifiers)
         else:
@@ -183,13 +184,19 @@ def _deidentify_file(source: Path, target: Path, deid: Deidentifier,
             deid.file_meta(ds)
             deid.mark(ds)
             data = _encode(ds)
+            # Before writing: a damaged element found here fails the file, with no output.
+            review = review_entry(ds, review_name or target.name)
     except Exception as exc:  # noqa: BLE001 - one bad file must not stop the folder
         # The message may quote a value: scrub it, or give only the kind of error when the
         # identifiers could not even be collected.
         detail = f": {_scrub(_one_line(exc), identifiers)}" if identifiers else ""
+        if isinstance(exc, (BytesLengthException, NotImplementedError)):
+            # pydicom quotes the raw bytes of an element it cannot decode: name the tag only.
+            tag = re.search(r"\([0-9A-Fa-f]{4},[0-9A-Fa-f]{4}\)", str(exc))
+            detail = f": element {tag[0] if tag else ''} does not fit its value representation"
         raise InputFileError(source, f"cannot be de-identified: {type(exc).__name__}{detail}") from None
     write_bytes(target, data)
-    return None if is_dicomdir(ds) else review_entry(ds, review_name or target.name)
+    return review
 
 
 @contextmanager
