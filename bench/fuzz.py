@@ -5,8 +5,9 @@
     python bench/fuzz.py --show 0:1234                               # rebuild one case
 
 Cases come from ``bench/fuzz_corpus.py`` (reproducible from the seed). Long-lived worker
-processes run the library entry points (``bench/fuzz_targets.py``) with a time limit per case:
-a worker that overruns is killed and counted as a hang, one that dies (a signal, the address
+processes run the library entry points (``bench/fuzz_targets.py``) with a time limit per case
+(CPU seconds, so a loaded machine is not mistaken for a hang, plus a wall-clock limit for a
+blocked read): a worker that overruns is killed and counted as a hang, one that dies (a signal, the address
 space ceiling) as a crash, and a fresh worker takes over. A sample of cases, spread over the
 mutation families, also goes through the real command line (``medsight predict`` and
 ``medsight deid`` in fresh processes), whose exit status must be 0 or 2, with no traceback and
@@ -75,21 +76,46 @@ def train_tiny_run(folder: Path) -> Path:
     return train_run(config_from_dict(TINY_RUN), folder / "run")
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+STARTUP = 120.0  # allowance for a fresh worker's first case, which includes its imports
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time a process has used (user + system), from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 class Worker:
-    """One worker process, its pipe and the case it is on."""
+    """One worker process, its pipe and the case it is on.
+
+    A case hangs when it uses more than ``--timeout`` seconds of CPU (a loop) or more than
+    ``--wall-timeout`` seconds of wall time (a blocked read): CPU time, unlike wall time, does
+    not count the minutes a busy shared machine keeps the worker waiting.
+    """
 
     def __init__(self, ctx, args: argparse.Namespace, run_dir: Path, scratch: Path):
+        self.args = args
         self.conn, child = ctx.Pipe()
         self.process = ctx.Process(target=worker_main, args=(child, str(run_dir), args.targets, str(scratch)),
                                    daemon=True)
         self.process.start()
         child.close()
         self.index: int | None = None
-        self.deadline = 0.0
+        self.fresh = True
+        self.cpu0 = self.wall0 = 0.0
 
-    def send(self, seed: int, index: int, timeout: float) -> None:
-        self.index, self.deadline = index, time.monotonic() + timeout
+    def send(self, seed: int, index: int) -> None:
+        self.index, self.cpu0, self.wall0 = index, cpu_seconds(self.process.pid), time.monotonic()
         self.conn.send((seed, index))
+
+    def overran(self) -> bool:
+        extra = STARTUP if self.fresh else 0.0
+        return (cpu_seconds(self.process.pid) - self.cpu0 > self.args.timeout + extra
+                or time.monotonic() - self.wall0 > self.args.wall_timeout + extra)
 
     def kill(self) -> None:
         if self.process.is_alive():
@@ -103,50 +129,50 @@ def run_library(args: argparse.Namespace, run_dir: Path, scratch: Path) -> dict[
     results: dict[int, dict] = {}
     todo = list(range(args.n))[::-1]
     workers = [Worker(ctx, args, run_dir, scratch) for _ in range(min(args.workers, args.n))]
-    startup = 120.0  # the first case of a fresh worker includes its imports
-    for w in workers:
-        if todo:
-            w.send(args.seed, todo.pop(), args.timeout + startup)
-    done_at = time.monotonic()
-    while any(w.index is not None for w in workers):
-        busy = [w for w in workers if w.index is not None]
-        ready = wait([w.conn for w in busy] + [w.process.sentinel for w in busy], timeout=1.0)
-        for i, w in enumerate(workers):
-            if w.index is None:
-                continue
-            replace = False
-            if w.conn in ready:
-                try:
-                    results[w.index] = w.conn.recv()
-                except (EOFError, OSError):
-                    replace = True
-            elif w.process.sentinel in ready or time.monotonic() > w.deadline:
-                replace = True
-            else:
-                continue  # still working on its case
-            if replace:
-                hung = w.process.is_alive()
-                w.kill()
-                code = w.process.exitcode
-                what = "hang" if hung else "crash"
-                results[w.index] = {"index": w.index, "lost": what,
-                                    "detail": f"worker {'timed out' if hung else f'died (exit {code})'}"}
-                print(f"  case {args.seed}:{w.index}: {what} ({results[w.index]['detail']})", file=sys.stderr,
-                      flush=True)
-                w = workers[i] = Worker(ctx, args, run_dir, scratch)
-                extra = startup
-            else:
-                extra = 0.0
-            w.index = None
+    try:
+        for w in workers:
             if todo:
-                w.send(args.seed, todo.pop(), args.timeout + extra)
-        if time.monotonic() - done_at > 30 and args.progress:
-            done_at = time.monotonic()
-            print(f"  {len(results)}/{args.n} cases", file=sys.stderr, flush=True)
-    for w in workers:
-        w.conn.send(None)
-        w.process.join(timeout=10)
-        w.kill()
+                w.send(args.seed, todo.pop())
+        shown = time.monotonic()
+        while any(w.index is not None for w in workers):
+            busy = [w for w in workers if w.index is not None]
+            ready = wait([w.conn for w in busy] + [w.process.sentinel for w in busy], timeout=1.0)
+            for i, w in enumerate(workers):
+                if w.index is None:
+                    continue
+                lost = None
+                if w.conn in ready:
+                    try:
+                        results[w.index] = w.conn.recv()
+                    except (EOFError, OSError):
+                        lost = "crash"
+                elif w.process.sentinel in ready:
+                    lost = "crash"
+                elif w.overran():
+                    lost = "hang"
+                else:
+                    continue  # still working on its case
+                if lost:
+                    w.kill()
+                    detail = "worker overran its time limit" if lost == "hang" else \
+                        f"worker died (exit {w.process.exitcode})"
+                    results[w.index] = {"index": w.index, "lost": lost, "detail": detail}
+                    print(f"  case {args.seed}:{w.index}: {lost} ({detail})", file=sys.stderr, flush=True)
+                    w = workers[i] = Worker(ctx, args, run_dir, scratch)
+                else:
+                    w.fresh = False
+                w.index = None
+                if todo:
+                    w.send(args.seed, todo.pop())
+            if time.monotonic() - shown > 30 and args.progress:
+                shown = time.monotonic()
+                print(f"  {len(results)}/{args.n} cases", file=sys.stderr, flush=True)
+        for w in workers:
+            w.conn.send(None)
+            w.process.join(timeout=10)
+    finally:  # also on Ctrl-C or SIGTERM: no worker outlives the campaign
+        for w in workers:
+            w.kill()
     return results
 
 
@@ -240,7 +266,7 @@ def summarise(args, results: dict[int, dict], cli: list[dict], seconds: float) -
                 reasons[reason] += 1
                 if reason.startswith("unexpected"):
                     note("unexpected", index, first[1][0])
-            slowest = max(slowest, (r["seconds"], index), key=lambda p: p[0])
+            slowest = max(slowest, (r["cpu_seconds"], index), key=lambda p: p[0])
         for name, check in c["checks"].items():
             per_target[f"cli {name}"][check["status"]] += 1
             if check["status"] in ("crash", "hang"):
@@ -262,22 +288,24 @@ def summarise(args, results: dict[int, dict], cli: list[dict], seconds: float) -
         "unclear": len(unclear_cases), "refused_by_reason": dict(reasons.most_common()),
         "targets": {k: dict(v) for k, v in per_target.items()}, "cli_cases": len(cli),
         "peak_memory_mb": round(peak[0], 1), "peak_memory_case": f"{args.seed}:{peak[1]}",
-        "slowest_case_seconds": round(slowest[0], 1), "slowest_case": f"{args.seed}:{slowest[1]}",
+        "slowest_case_cpu_seconds": round(slowest[0], 1), "slowest_case": f"{args.seed}:{slowest[1]}",
         "families": dict(Counter(r.get("family", "?") for r in results.values()).most_common()),
-        "seed": args.seed, "seconds": round(seconds, 1), "timeout": args.timeout, "workers": args.workers,
+        "seed": args.seed, "seconds": round(seconds, 1), "timeout_cpu_seconds": args.timeout,
+        "timeout_wall_seconds": args.wall_timeout, "workers": args.workers,
         "cpu": cpu_description(), "examples": dict(examples),
     }
 
 
 def print_table(s: dict) -> None:
     print(f"fuzz campaign: seed {s['seed']}, {s['cases']} cases ({s['cli_cases']} also through the CLI), "
-          f"{s['seconds']:.0f} s, {s['workers']} workers, {s['timeout']:.0f} s limit per case; {s['cpu']['model']}")
+          f"{s['seconds']:.0f} s, {s['workers']} workers, limit per case {s['timeout_cpu_seconds']:.0f} s CPU / "
+          f"{s['timeout_wall_seconds']:.0f} s wall; {s['cpu']['model']}")
     print(f"\n| {'outcome':<34} | {'cases':>6} |\n|{'-' * 36}|{'-' * 8}|")
     rows = [("accepted (read_image)", s["accepted"]), ("refused (read_image), one clear line", s["refused"])]
     rows += [(f"  refused: {reason}", n) for reason, n in s["refused_by_reason"].items()]
     rows += [("crashes", s["crashes"]), ("hangs", s["hangs"]), ("tracebacks (CLI)", s["tracebacks"]),
              ("unclear refusals", s["unclear"]), ("peak memory of a case (MB)", s["peak_memory_mb"]),
-             ("slowest case (s)", s["slowest_case_seconds"])]
+             ("slowest case (CPU s)", s["slowest_case_cpu_seconds"])]
     for name, n in rows:
         print(f"| {name:<34} | {n:>6} |")
     print(f"\n| {'target':<14} | {'accepted':>8} | {'refused':>8} | {'crash':>6} | {'unclear':>7} |")
@@ -298,7 +326,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="write the summary here")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--timeout", type=float, default=120.0, help="seconds per case (all targets)")
+    parser.add_argument("--timeout", type=float, default=60.0, help="CPU seconds per case (all targets)")
+    parser.add_argument("--wall-timeout", type=float, default=900.0, help="wall-clock seconds per case")
     parser.add_argument("--run", type=Path, help="trained run for predict (default: train a tiny one)")
     parser.add_argument("--cli-sample", type=int, default=60, help="cases also run through the CLI")
     parser.add_argument("--targets", default=",".join(TARGETS), help=f"comma-separated, from {', '.join(TARGETS)}")
@@ -316,6 +345,7 @@ def main(argv: list[str] | None = None) -> dict:
         case = build_case(seed, index, Path("fuzz-case"))
         print(f"{case.path}: {case.family} [{case.detail}]")
         return {}
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the clean-ups, as on Ctrl-C
     with tempfile.TemporaryDirectory(prefix="medsight-fuzz-") as tmp:
         scratch = Path(tmp)
         run_dir = args.run or train_tiny_run(scratch)
@@ -323,7 +353,7 @@ def main(argv: list[str] | None = None) -> dict:
         sample = cli_sample(args) if "predict" in args.targets else []
         cli_results: list[dict] = []
         thread = threading.Thread(target=lambda: cli_results.extend(
-            run_cli_case(args.seed, i, run_dir, scratch / "cli" / f"case{i}", args.timeout + 60) for i in sample))
+            run_cli_case(args.seed, i, run_dir, scratch / "cli" / f"case{i}", args.wall_timeout) for i in sample))
         thread.start()
         results = run_library(args, run_dir, scratch)
         thread.join()

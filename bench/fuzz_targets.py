@@ -146,12 +146,13 @@ def worker_main(conn, run_dir: str, targets: list[str], scratch_root: str) -> No
         folder.mkdir(parents=True)
         case = build_case(seed, index, folder)
         peak_rss_mb(reset=True)
-        started = time.monotonic()
+        started, cpu_started = time.monotonic(), time.process_time()
         results = {}
         for name, target in guarded.items():
             (folder / name).mkdir()
             outcome = target(case.path, folder / name)
             results[name] = (outcome.status, outcome.messages[:5], outcome.unclear[:3])
         conn.send({"index": index, "family": case.family, "detail": case.detail, "results": results,
-                   "peak_mb": peak_rss_mb(), "seconds": time.monotonic() - started})
+                   "peak_mb": peak_rss_mb(), "seconds": time.monotonic() - started,
+                   "cpu_seconds": time.process_time() - cpu_started})
         shutil.rmtree(folder, ignore_errors=True)
