@@ -51,11 +51,30 @@ def _root(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="More log output."),
 ) -> None:
     _state["debug"] = debug
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    _configure_logging(verbose)
+
+
+def _configure_logging(verbose: bool) -> None:
+    """medsight's own log lines always; the libraries' log lines and Python warnings (pydicom
+    quoting a bad UID, nibabel on odd headers, MONAI deprecations) only with --verbose, so a bad
+    file ends in one clear line instead of a page of library chatter.
+
+    A program that set up logging itself (or pytest) keeps its own configuration.
+    """
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if getattr(h, "medsight_cli", False)]:
+        root.removeHandler(handler)  # a second invocation in one process starts afresh
+    if root.handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.medsight_cli = True  # type: ignore[attr-defined]
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    if not verbose:
+        # A filter on the handler, not logger levels: libraries set their own levels on import.
+        handler.addFilter(lambda record: record.name.partition(".")[0] == "medsight")
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logging.captureWarnings(True)  # warnings.warn(...) becomes a "py.warnings" record
 
 
 @app.command()
@@ -270,7 +289,8 @@ def deid(
     dates = "keep" if keep_dates else "shift" if shift_dates else "remove"
     options = DeidOptions(key=load_key(key_file), profile=profile, dates=dates, map_path=map_path)
     report = deidentify_tree(inp, out, options)
-    typer.echo(f"de-identified {report.n_ok} file(s), {report.n_failed} failed, "
+    earlier = f" ({report.n_already_done} done by an earlier run)" if report.n_already_done else ""
+    typer.echo(f"de-identified {report.n_ok} file(s){earlier}, {report.n_failed} failed, "
                f"{len(report.review)} to review for burned-in text; report: {report.report_path}")
     for source, problem in report.failures:
         typer.echo(f"medsight: error: {source}: {problem}", err=True)

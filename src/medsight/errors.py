@@ -7,6 +7,7 @@ Anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 
@@ -15,7 +16,20 @@ class MedsightError(Exception):
 
 
 class InputFileError(MedsightError):
-    """A file that cannot be used: ``InputFileError(path, "truncated DICOM: ...")``."""
+    """A file that cannot be used: ``InputFileError(path, "truncated DICOM: ...")``.
+
+    The problem is kept to one printable line whatever a library's message held.
+    """
+
+    def __init__(self, path: str | Path, problem: str):
+        self.path = str(path)
+        self.problem = _one_printable_line(problem)
+        super().__init__(f"{self.path}: {self.problem}")
+
+
+class OutputFileError(MedsightError):
+    """A file that cannot be written (full disk, read-only or forbidden folder):
+    ``OutputFileError(path, "cannot write: No space left on device")``."""
 
     def __init__(self, path: str | Path, problem: str):
         self.path = str(path)
@@ -25,3 +39,7 @@ class InputFileError(MedsightError):
 
 class ConfigError(MedsightError):
     """An invalid configuration key or value."""
+
+
+def _one_printable_line(text: str) -> str:
+    return " ".join(re.sub(r"[\x00-\x1f\x7f]", " ", str(text)).split())

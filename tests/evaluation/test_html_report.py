@@ -9,6 +9,7 @@ import pytest
 
 import medsight
 import medsight.utils.atomic
+from medsight.errors import OutputFileError
 from medsight.evaluation.report import HtmlReport
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4  # the report only checks the signature
@@ -78,7 +79,7 @@ def test_failed_write_keeps_previous_report(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(medsight.utils.atomic.os, "replace", broken_replace)
-    with pytest.raises(OSError):
+    with pytest.raises(OutputFileError, match=f"{path}: cannot write: disk full"):
         _report().write(path)
     assert path.read_text(encoding="utf-8") == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["report.html"]

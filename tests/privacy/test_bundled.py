@@ -22,9 +22,9 @@ IDENTIFYING = ("PatientName", "PatientID", "PatientBirthDate", "InstitutionName"
 
 
 def outputs(run: Run) -> dict[str, Path]:
-    """Relative path -> output file, for every de-identified file (not the report)."""
+    """Relative path -> output file, for every de-identified file (not the report or manifest)."""
     return {p.relative_to(run.out).as_posix(): p for p in sorted(run.out.rglob("*"))
-            if p.is_file() and p.name != "deid_report.json"}
+            if p.is_file() and p.name not in ("deid_report.json", "deid_manifest.jsonl")}
 
 
 def walk(ds: Dataset, depth: int = 0):

@@ -129,7 +129,7 @@ def test_map_only_when_asked_and_with_a_warning(tmp_path, key_file, caplog):
     result = invoke(src, tmp_path / "out", "--key-file", key_file)
     assert result.exit_code == 0
     assert sorted(p.name for p in (tmp_path / "out").rglob("*") if p.is_file()) == sorted(
-        [*CLEAN, "deid_report.json"])
+        [*CLEAN, "deid_report.json", "deid_manifest.jsonl"])
     assert not list(tmp_path.glob("*.csv")) and "IDENTIFYING" not in caplog.text
 
     map_path = tmp_path / "secret" / "map.csv"

@@ -14,57 +14,97 @@ negated), matching NIfTI and MONAI; otherwise it is a plain diagonal of the spac
 
 from __future__ import annotations
 
+import re
+import zlib
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import pydicom
 from monai.data import MetaTensor
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.errors import InvalidDicomError
+from pydicom.errors import BytesLengthException, InvalidDicomError
+from pydicom.filereader import read_file_meta_info
 from pydicom.pixels import apply_color_lut, apply_modality_lut
 from pydicom.uid import (
+    UID,
+    DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
 )
 
 from medsight.errors import InputFileError
+from medsight.io import limits
 from medsight.io.validate import checked_image, one_line
 
 PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 UID_KEYWORDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+GEOMETRY = "geometry (PixelSpacing, ImageOrientationPatient, ImagePositionPatient, slice spacing)"
 
 
 def read_dicom(path: str | Path, *, force: bool = False) -> MetaTensor:
     """Read one DICOM file as a ``(C, row, col)`` or ``(C, frame, row, col)`` image."""
     ds = load_dataset(path, force=force)
+    with corrupt_elements(path):
+        return _image(ds, path)
+
+
+def _image(ds: Dataset, path: str | Path) -> MetaTensor:
     pixels = invert_monochrome1(modality_pixels(ds, path), ds)
     n_frames = int(ds.get("NumberOfFrames") or 1)
     is_colour = pixels.ndim == (4 if n_frames > 1 else 3)
     array = np.moveaxis(pixels, -1, 0) if is_colour else pixels[None]
 
-    row_sp, col_sp = pixel_spacing(ds)
-    frame_sp = frame_spacing(ds) if n_frames > 1 else None
-    spacing = (row_sp, col_sp) if frame_sp is None else (frame_sp, row_sp, col_sp)
-    affine = None
-    orientation = image_orientation(ds)
-    if orientation is not None:
-        row_dir, col_dir = orientation
-        normal = np.cross(row_dir, col_dir)
-        # A DICOM row runs along `row_dir`, so the column index moves along it (and vice versa).
-        axes = [col_dir * row_sp, row_dir * col_sp]
-        axes = axes + [normal] if frame_sp is None else [normal * frame_sp, *axes]
-        affine = ras_affine(axes, image_position(ds))
+    with header_values(path, GEOMETRY):
+        row_sp, col_sp = pixel_spacing(ds)
+        frame_sp = frame_spacing(ds) if n_frames > 1 else None
+        spacing = (row_sp, col_sp) if frame_sp is None else (frame_sp, row_sp, col_sp)
+        affine = None
+        orientation = image_orientation(ds)
+        if orientation is not None:
+            row_dir, col_dir = orientation
+            normal = np.cross(row_dir, col_dir)
+            # A DICOM row runs along `row_dir`, so the column index moves along it (and vice versa).
+            axes = [col_dir * row_sp, row_dir * col_sp]
+            axes = axes + [normal] if frame_sp is None else [normal * frame_sp, *axes]
+            affine = ras_affine(axes, image_position(ds))
     meta = dicom_meta(ds)
     return checked_image(array, path, format="dicom", spacing=spacing, affine=affine, **meta)
+
+
+@contextmanager
+def corrupt_elements(path: str | Path) -> Iterator[None]:
+    """pydicom decodes elements when they are first used; one whose bytes do not fit its VR
+    (or with a VR that does not exist) is reported by its tag, never by its value, which
+    could be patient data."""
+    try:
+        yield
+    except (BytesLengthException, NotImplementedError) as exc:
+        found = re.search(r"\(([0-9A-Fa-f]{4}),([0-9A-Fa-f]{4})\)", str(exc))
+        tag = f" ({found[1]},{found[2]})" if found else ""
+        raise InputFileError(path, f"corrupt DICOM element{tag}: its value does not fit its "
+                                   "value representation") from exc
+
+
+@contextmanager
+def header_values(path: str | Path, what: str) -> Iterator[None]:
+    """Header values that do not parse as the numbers they must be (``PixelSpacing = "0Ñ0"``,
+    one value where six belong) are the file's problem: one line naming it and ``what``."""
+    try:
+        yield
+    except (ValueError, TypeError, IndexError, OverflowError) as exc:
+        raise InputFileError(path, f"invalid {what} in the header: {one_line(exc, 160)}") from exc
 
 
 def load_dataset(
     path: str | Path, *, force: bool = False, defer_size: str | None = None
 ) -> Dataset:
     """``pydicom.dcmread`` with its failures turned into one-line :class:`InputFileError`."""
+    if not force:
+        check_inflated_size(path)
     try:
         ds = pydicom.dcmread(path, force=force, defer_size=defer_size)
     except InvalidDicomError:
@@ -80,6 +120,35 @@ def load_dataset(
         ds.file_meta = file_meta if file_meta is not None else FileMetaDataset()
         ds.file_meta.TransferSyntaxUID = ExplicitVRBigEndian if little is False else syntax
     return ds
+
+
+def check_inflated_size(path: str | Path) -> None:
+    """Refuse a Deflated Explicit VR file whose data set inflates beyond the size limit.
+
+    pydicom inflates the whole data set in memory before parsing any of it, so a few MB of
+    deflated zeros would become gigabytes; this streams through it counting bytes instead.
+    """
+    try:
+        meta = read_file_meta_info(path)
+        if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
+            return
+        start = 128 + 4 + 12 + int(meta.FileMetaInformationGroupLength)
+    except Exception:  # noqa: BLE001 - an unreadable meta is reported by dcmread itself
+        return
+    limit = 2 * limits.MAX_VOXELS  # bytes: the pixel data of a 16-bit image at the limit
+    inflater, total = zlib.decompressobj(-zlib.MAX_WBITS), 0
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        while chunk := fh.read(1 << 20):
+            while chunk:
+                try:
+                    total += len(inflater.decompress(chunk, 1 << 24))
+                except zlib.error:
+                    return  # corrupt stream: dcmread reports it
+                chunk = inflater.unconsumed_tail
+                if total > limit:
+                    raise InputFileError(path, f"deflated data set inflates to over {limit:,} "
+                                               "bytes (a decompression bomb?)")
 
 
 def is_headerless_dicom(path: str | Path) -> bool:
@@ -99,18 +168,31 @@ def modality_pixels(ds: Dataset, path: str | Path) -> np.ndarray:
     """Decoded pixels in modality units: ``([frames,] rows, cols[, 3])``, before MONOCHROME1."""
     if not any(k in ds for k in PIXEL_KEYWORDS):
         raise InputFileError(path, _no_pixels_problem(ds))
+    check_pixel_count(ds, path)
     try:
         arr = ds.pixel_array  # YBR is converted to RGB by pydicom's default decoding
     except Exception as exc:  # decoders raise ValueError, RuntimeError, NotImplementedError...
         raise InputFileError(path, _decode_problem(ds, exc)) from exc
-    if ds.get("PhotometricInterpretation") == "PALETTE COLOR":
-        return apply_color_lut(arr, ds)[..., :3]
-    if int(ds.get("SamplesPerPixel") or 1) > 1:
+    with header_values(path, "palette, LUT or rescale attributes"):
+        if ds.get("PhotometricInterpretation") == "PALETTE COLOR":
+            return apply_color_lut(arr, ds)[..., :3]
+        if int(ds.get("SamplesPerPixel") or 1) > 1:
+            return arr
+        arr = apply_modality_lut(arr, _rescale_source(ds))
+        if ds.get("DoseGridScaling"):  # RT Dose keeps its Gy-per-unit factor here, not in Rescale
+            arr = arr * float(ds.DoseGridScaling)
         return arr
-    arr = apply_modality_lut(arr, _rescale_source(ds))
-    if ds.get("DoseGridScaling"):  # RT Dose keeps its Gy-per-unit factor here, not in Rescale
-        arr = arr * float(ds.DoseGridScaling)
-    return arr
+
+
+def check_pixel_count(ds: Dataset, path: str | Path) -> int:
+    """Frames × rows × columns × samples from the header, checked before decoding allocates it."""
+    try:
+        shape = [int(ds.get("NumberOfFrames") or 1), int(ds.Rows), int(ds.Columns),
+                 int(ds.get("SamplesPerPixel") or 1)]
+    except (AttributeError, TypeError, ValueError, OverflowError) as exc:
+        problem = f"invalid image size attributes (Rows, Columns, NumberOfFrames): {one_line(exc, 120)}"
+        raise InputFileError(path, problem) from None
+    return limits.check_image_size(path, shape)
 
 
 def invert_monochrome1(pixels: np.ndarray, ds: Dataset) -> np.ndarray:
@@ -209,8 +291,10 @@ def _rescale_source(ds: Dataset) -> Dataset:
 
 
 def _no_pixels_problem(ds: Dataset) -> str:
-    sop_class = ds.get("SOPClassUID")
-    name = getattr(sop_class, "name", "") or "unknown SOP class"
+    sop_class = UID(str(ds.get("SOPClassUID") or ""))
+    # A known class by its name; anything else could be bytes of a damaged header (even
+    # patient data), so it is not quoted.
+    name = sop_class.name if sop_class.name != str(sop_class) else "unknown SOP class"
     # An image object without its pixel data is almost always a file cut short in transfer.
     if "Image" in name or "Rows" in ds:
         return f"truncated DICOM: {name} file ends before its pixel data"
@@ -219,6 +303,9 @@ def _no_pixels_problem(ds: Dataset) -> str:
 
 def _decode_problem(ds: Dataset, exc: Exception) -> str:
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    syntax = UID(str(syntax)) if syntax is not None else None
+    if syntax is not None and not syntax.is_transfer_syntax:
+        return f"unknown transfer syntax UID {one_line(str(syntax), 80)!r}: the pixel data cannot be decoded"
     if syntax is None or not syntax.is_compressed:
         expected = _expected_native_bytes(ds)
         actual = len(ds.get("PixelData") or b"")

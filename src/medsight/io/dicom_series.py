@@ -20,8 +20,11 @@ from pydicom.dataset import Dataset
 
 from medsight.errors import InputFileError
 from medsight.io.dicom import (
+    GEOMETRY,
     PIXEL_KEYWORDS,
+    corrupt_elements,
     dicom_meta,
+    header_values,
     image_orientation,
     image_position,
     invert_monochrome1,
@@ -30,6 +33,7 @@ from medsight.io.dicom import (
     pixel_spacing,
     ras_affine,
 )
+from medsight.io.limits import check_image_size
 from medsight.io.validate import checked_image
 
 logger = logging.getLogger(__name__)
@@ -43,27 +47,34 @@ DUPLICATE_TOLERANCE = 0.01
 def read_dicom_series(folder: str | Path) -> MetaTensor:
     """Read the single DICOM series in ``folder`` as a ``(1, S, R, C)`` image."""
     folder = Path(folder)
-    slices = _series_slices(folder)
-    _check_uniform(slices, folder)
+    with corrupt_elements(folder):
+        return _volume(_series_slices(folder), folder)
 
-    row_sp, col_sp = pixel_spacing(slices[0])
-    orientation = image_orientation(slices[0])
-    affine = None
-    if orientation is not None and all("ImagePositionPatient" in ds for ds in slices):
-        row_dir, col_dir = orientation
-        normal = np.cross(row_dir, col_dir)
-        positions = np.array([image_position(ds) @ normal for ds in slices])
-        order = np.argsort(positions, kind="stable")
-        slices = [slices[i] for i in order]
-        slice_sp = _slice_spacing(positions[order], folder) if len(slices) > 1 else None
-        slice_sp = slice_sp or _nominal_spacing(slices[0])
-        axes = [normal * slice_sp, col_dir * row_sp, row_dir * col_sp]
-        affine = ras_affine(axes, image_position(slices[0]))
-    else:
-        # Without geometry, acquisition order is the best available; gaps cannot be checked.
-        logger.warning("%s: no slice positions; ordering slices by InstanceNumber", folder)
-        slices.sort(key=lambda ds: int(ds.get("InstanceNumber") or 0))
-        slice_sp = _nominal_spacing(slices[0])
+
+def _volume(slices: list[Dataset], folder: Path) -> MetaTensor:
+    with header_values(folder, GEOMETRY):  # e.g. a PixelSpacing that is not numbers
+        _check_uniform(slices, folder)
+        rows, cols = int(slices[0].get("Rows") or 0), int(slices[0].get("Columns") or 0)
+        check_image_size(folder, (len(slices), rows, cols), what="series")
+
+        row_sp, col_sp = pixel_spacing(slices[0])
+        orientation = image_orientation(slices[0])
+        affine = None
+        if orientation is not None and all("ImagePositionPatient" in ds for ds in slices):
+            row_dir, col_dir = orientation
+            normal = np.cross(row_dir, col_dir)
+            positions = np.array([image_position(ds) @ normal for ds in slices])
+            order = np.argsort(positions, kind="stable")
+            slices = [slices[i] for i in order]
+            slice_sp = _slice_spacing(positions[order], folder) if len(slices) > 1 else None
+            slice_sp = slice_sp or _nominal_spacing(slices[0])
+            axes = [normal * slice_sp, col_dir * row_sp, row_dir * col_sp]
+            affine = ras_affine(axes, image_position(slices[0]))
+        else:
+            # Without geometry, acquisition order is the best available; gaps cannot be checked.
+            logger.warning("%s: no slice positions; ordering slices by InstanceNumber", folder)
+            slices.sort(key=lambda ds: int(ds.get("InstanceNumber") or 0))
+            slice_sp = _nominal_spacing(slices[0])
 
     volume = np.stack([modality_pixels(ds, ds.filename) for ds in slices])
     # Invert over the whole volume so every slice shares one intensity mapping.

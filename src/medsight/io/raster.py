@@ -17,6 +17,7 @@ from monai.data import MetaTensor
 from PIL import Image, ImageOps, ImageSequence
 
 from medsight.errors import InputFileError
+from medsight.io.limits import check_image_size
 from medsight.io.validate import checked_image, one_line
 
 GREY_MODES = {"1", "L", "LA", "I", "F", "I;16", "I;16L", "I;16B", "I;16N"}
@@ -29,9 +30,17 @@ def read_raster(path: str | Path) -> MetaTensor:
             # A decompression-bomb warning is still a readable image; only the error matters.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as image:
-                pages = [_page_array(page) for page in ImageSequence.Iterator(image)]
+                pages, n_values = [], 0
+                for page in ImageSequence.Iterator(image):
+                    # Only the header is read yet: refuse a size it cannot hold before decoding.
+                    width, height = page.size
+                    n_values += check_image_size(path, (height, width, len(page.getbands())))
+                    check_image_size(path, (n_values,))
+                    pages.append(_page_array(page))
                 image_format = image.format or "unknown"
-    except (Image.UnidentifiedImageError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise InputFileError(path, f"image too large: {one_line(exc)}") from exc
+    except Image.UnidentifiedImageError as exc:
         raise InputFileError(path, f"unreadable raster image: {one_line(exc)}") from exc
     except (OSError, ValueError, SyntaxError) as exc:  # truncated or corrupt streams
         raise InputFileError(path, f"corrupt image data: {one_line(exc)}") from exc

@@ -4,23 +4,33 @@ Extensions lie (DICOM exports often have none, PNGs get renamed), so the first b
 magic numbers for DICOM, NIfTI, gzip, NumPy and raster formats, then, for DICOM files written
 without the 128-byte preamble, a forced pydicom parse that must find pixel data. A folder is a
 DICOM series.
+
+Whatever a reader library raises on bad bytes ends here as an :class:`InputFileError` naming
+the file: each reader maps the failures it knows, and ``read_image`` maps the rest, so a
+malformed file is always one line for the user (the original exception stays attached as the
+cause, for ``--debug``).
 """
 
 from __future__ import annotations
 
 import gzip
+import logging
+import stat
 import struct
 import zlib
 from pathlib import Path
 
 from monai.data import MetaTensor
 
-from medsight.errors import InputFileError
+from medsight.errors import InputFileError, MedsightError
 from medsight.io.dicom import is_headerless_dicom, read_dicom
 from medsight.io.dicom_series import read_dicom_series
 from medsight.io.nifti import read_nifti
 from medsight.io.npz import read_npz_image
 from medsight.io.raster import read_raster
+from medsight.io.validate import one_line
+
+log = logging.getLogger(__name__)
 
 RASTER_MAGIC = (
     b"\x89PNG\r\n\x1a\n",
@@ -36,8 +46,26 @@ SNIFF_BYTES = 544
 
 
 def read_image(path: str | Path) -> MetaTensor:
-    """Read any supported image file, or a DICOM series folder, as a medsight image."""
+    """Read any supported image file, or a DICOM series folder, as a medsight image.
+
+    Raises :class:`InputFileError` (one line, naming the file) for anything unusable.
+    """
     path = Path(path)
+    try:
+        return _read(path)
+    except MedsightError:
+        raise
+    except MemoryError:
+        raise InputFileError(path, "not enough memory to read this image") from None
+    except Exception as exc:
+        # A reader library failing on bad bytes in a way no reader anticipated. It is still
+        # the file's problem for the user; the cause is kept for --debug and bug reports.
+        log.debug("unexpected reader failure on %s", path, exc_info=True)
+        problem = f"unreadable file (unexpected {type(exc).__name__}: {one_line(exc, 200)})"
+        raise InputFileError(path, problem) from exc
+
+
+def _read(path: Path) -> MetaTensor:
     if path.is_dir():
         return read_dicom_series(path)
     kind = sniff_format(path)
@@ -68,6 +96,15 @@ def image_kind(path: str | Path) -> str | None:
 
 def sniff_format(path: Path) -> str | None:
     """``"dicom"``, ``"nifti"``, ``"raster"`` or ``"numpy"`` from the leading bytes, else None."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise InputFileError(path, "no such file or folder") from None
+    except OSError as exc:  # e.g. a symlink loop
+        raise InputFileError(path, f"cannot open file: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(mode):
+        # A pipe blocks forever and /dev/zero never ends: only regular files are read.
+        raise InputFileError(path, "not a regular file (a device, pipe or socket)")
     try:
         with open(path, "rb") as fh:
             head = fh.read(SNIFF_BYTES)

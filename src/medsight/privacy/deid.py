@@ -2,7 +2,10 @@
 
 One file at a time: read, check it is whole, apply the profile (:mod:`.transform`), write the
 result atomically to the mirrored path, and list images that may show burned-in text. A file
-that cannot be processed is reported and skipped; the rest of the folder goes on.
+that cannot be processed is reported and skipped; the rest of the folder goes on. Finished
+files are recorded in OUT's manifest (:mod:`.manifest`), so a rerun after fixing the failures
+(or after a kill or a full disk) does only what is left. A file that cannot be written (a full
+disk) stops the run with one error.
 
 Nothing here logs patient data: log lines carry counts and the paths the user gave, and
 error messages are scrubbed of the file's patient name and ID before they are reported.
@@ -10,9 +13,11 @@ error messages are scrubbed of the file's patient name and ID before they are re
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
 import re
+import stat
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,12 +29,13 @@ from typing import Any
 import pydicom
 from pydicom import dcmread, dcmwrite
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
+from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
-from medsight.errors import InputFileError, MedsightError
+from medsight.errors import InputFileError, MedsightError, OutputFileError
 from medsight.privacy.dicomdir import deidentify_dicomdir, is_dicomdir
 from medsight.privacy.keys import Keyring, load_key
+from medsight.privacy.manifest import MANIFEST_NAME, Manifest, options_fingerprint
 from medsight.privacy.profile import get_profile
 from medsight.privacy.review import review_entry
 from medsight.privacy.sweep import collect, sweep
@@ -68,7 +74,8 @@ class DeidReport:
     """The outcome of a run; ``failures`` are (input path, problem), ``review`` as in the JSON."""
 
     report_path: Path
-    n_ok: int = 0
+    n_ok: int = 0  # including n_already_done
+    n_already_done: int = 0  # finished by an earlier run into the same OUT (.manifest)
     failures: list[tuple[str, str]] = field(default_factory=list)
     review: list[dict[str, Any]] = field(default_factory=list)
 
@@ -93,22 +100,34 @@ def deidentify_tree(src: str | Path, dst: str | Path, options: DeidOptions) -> D
     report = DeidReport(report_path=report_dir / REPORT_NAME)
     logger.info("de-identifying %d file(s) from %s into %s (profile %s, dates %s)",
                 len(jobs), src, dst, options.profile, options.dates)
+    manifest = Manifest(report_dir / MANIFEST_NAME, options.key, options_fingerprint(
+        options.key, profile=options.profile, dates=options.dates, keep_private=options.keep_private))
     failures_rel: list[dict[str, str]] = []
-    for source, target, rel in jobs:
-        try:
-            entry = deidentify_file(source, target, deid, review_name=_rel(target, report_dir))
-        except InputFileError as exc:
-            report.failures.append((str(source), exc.problem))
-            failures_rel.append({"file": rel, "problem": exc.problem})
-            continue
-        report.n_ok += 1
-        if entry is not None:
-            report.review.append(entry)
-    write_json(report.report_path, {
-        "profile": options.profile, "dates": options.dates, "n_files": report.n_files,
-        "n_ok": report.n_ok, "n_failed": report.n_failed, "failures": failures_rel,
-        "review": report.review,
-    })
+    try:
+        for source, target, rel in jobs:
+            done = manifest.done(rel, source, target)
+            if done is not None:  # finished by an earlier run with the same key and options
+                report.n_already_done += 1
+                entry = done["review"]
+                if options.map_path is not None:
+                    _register_patients(source, deid)
+            else:
+                try:
+                    entry = deidentify_file(source, target, deid, review_name=_rel(target, report_dir))
+                except InputFileError as exc:
+                    report.failures.append((str(source), exc.problem))
+                    failures_rel.append({"file": rel, "problem": exc.problem})
+                    continue
+                manifest.record(rel, source, target, entry)
+            report.n_ok += 1
+            if entry is not None:
+                report.review.append(entry)
+    except OutputFileError:
+        # A full disk stops the run: the files done so far are whole and in the manifest.
+        with contextlib.suppress(MedsightError):
+            _write_report(report, options, failures_rel, complete=False)
+        raise
+    _write_report(report, options, failures_rel, complete=True)
     if options.map_path is not None:
         _write_map(Path(options.map_path), deid.pseudonyms)
         if _under(Path(options.map_path).resolve(), {report_dir.resolve()}):
@@ -120,8 +139,24 @@ def deidentify_tree(src: str | Path, dst: str | Path, options: DeidOptions) -> D
     if report.review:
         logger.warning("%d image(s) may show burned-in text and need review; see %s",
                        len(report.review), report.report_path)
-    logger.info("de-identified %d of %d file(s)", report.n_ok, report.n_files)
+    logger.info("de-identified %d of %d file(s) (%d already done by an earlier run)",
+                report.n_ok, report.n_files, report.n_already_done)
     return report
+
+
+def _write_report(report: DeidReport, options: DeidOptions, failures_rel: list[dict[str, str]],
+                  complete: bool) -> None:
+    write_json(report.report_path, {
+        "profile": options.profile, "dates": options.dates, "complete": complete,
+        "n_files": report.n_files, "n_ok": report.n_ok, "n_already_done": report.n_already_done,
+        "n_failed": report.n_failed, "failures": failures_rel, "review": report.review,
+    })
+
+
+def _register_patients(source: Path, deid: Deidentifier) -> None:
+    """Put the patients of a file finished earlier into this run's pseudonym map."""
+    with _quiet_pydicom(), contextlib.suppress(Exception):
+        deid.dataset(dcmread(source, stop_before_pixels=True))
 
 
 def deidentify_file(source: Path, target: Path, deid: Deidentifier,
@@ -140,6 +175,7 @@ def _deidentify_file(source: Path, target: Path, deid: Deidentifier,
     identifiers: set[str] = set()
     try:
         identifiers = collect(ds)  # before anything changes: for the sweep and the scrub
+        review = None
         if is_dicomdir(ds):
             data = deidentify_dicomdir(ds, deid, identifiers)
         else:
@@ -148,13 +184,19 @@ def _deidentify_file(source: Path, target: Path, deid: Deidentifier,
             deid.file_meta(ds)
             deid.mark(ds)
             data = _encode(ds)
+            # Before writing: a damaged element found here fails the file, with no output.
+            review = review_entry(ds, review_name or target.name)
     except Exception as exc:  # noqa: BLE001 - one bad file must not stop the folder
         # The message may quote a value: scrub it, or give only the kind of error when the
         # identifiers could not even be collected.
-        detail = f": {_scrub(str(exc), identifiers)}" if identifiers else ""
+        detail = f": {_scrub(_one_line(exc), identifiers)}" if identifiers else ""
+        if isinstance(exc, (BytesLengthException, NotImplementedError)):
+            # pydicom quotes the raw bytes of an element it cannot decode: name the tag only.
+            tag = re.search(r"\([0-9A-Fa-f]{4},[0-9A-Fa-f]{4}\)", str(exc))
+            detail = f": element {tag[0] if tag else ''} does not fit its value representation"
         raise InputFileError(source, f"cannot be de-identified: {type(exc).__name__}{detail}") from None
     write_bytes(target, data)
-    return None if is_dicomdir(ds) else review_entry(ds, review_name or target.name)
+    return review
 
 
 @contextmanager
@@ -212,7 +254,13 @@ def read_dicom(path: Path) -> Dataset:
             raise InputFileError(path, f"corrupt DICOM ({type(exc).__name__})") from None
     if any("End of file reached" in str(w.message) for w in caught):
         raise InputFileError(path, "truncated DICOM: the file ends inside a sequence or value")
-    _check_whole(ds, path)
+    try:
+        _check_whole(ds, path)
+    except InputFileError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - an element pydicom cannot decode (an unknown VR...)
+        # Only the kind of error: pydicom's messages may quote (identifying) values.
+        raise InputFileError(path, f"corrupt DICOM ({type(exc).__name__} decoding its elements)") from None
     return ds
 
 
@@ -256,8 +304,14 @@ def _deidentifier(options: DeidOptions) -> Deidentifier:
 
 def _plan(src: Path, dst: Path, options: DeidOptions) -> tuple[list[tuple[Path, Path, str]], Path]:
     """The (input, output, path relative to IN) triples and the folder for the report."""
-    if not src.exists():
-        raise MedsightError(f"{src}: no such file or folder")
+    try:
+        mode = src.stat().st_mode
+    except FileNotFoundError:
+        raise MedsightError(f"{src}: no such file or folder") from None
+    except OSError as exc:  # a symlink loop, a forbidden folder
+        raise MedsightError(f"{src}: cannot open ({exc.strerror or exc})") from None
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise MedsightError(f"{src}: not a regular file or folder (a device, pipe or socket)")
     if src.resolve() == dst.resolve():
         raise MedsightError(f"{dst}: OUT must differ from IN (originals are never overwritten)")
     if src.is_file():
@@ -294,6 +348,13 @@ def _write_map(path: Path, pseudonyms: dict[str, str]) -> None:
         writer.writerows(sorted(pseudonyms.items()))
     logger.warning("wrote %s: it links pseudonyms back to patient IDs, so it is IDENTIFYING; "
                    "keep it apart from the de-identified data", path)
+
+
+def _one_line(exc: Exception, limit: int = 300) -> str:
+    """An exception's message on one line; pydicom appends the traceback of the error it
+    wraps ("With tag ... got exception: ...\nTraceback ..."), which is dropped."""
+    text = " ".join(str(exc).split("\nTraceback (most recent call last)")[0].split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _scrub(text: str, identifiers: set[str]) -> str:

@@ -23,9 +23,9 @@ from medsight.errors import ConfigError
 from medsight.models import model_spec
 from medsight.runtime import Runtime
 from medsight.runtime.checkpoint import LAST
-from medsight.runtime.distributed import from_environment, shutdown
-from medsight.runtime.run_folder import CONFIG_FILE, PLAN_FILE, read_config
-from medsight.training.history import write_curves
+from medsight.runtime.distributed import Distributed, from_environment, shutdown
+from medsight.runtime.run_folder import CONFIG_FILE, PLAN_FILE, lock_run_folder, read_config
+from medsight.training.history import write_curves, write_history
 from medsight.training.trainer import EpochCallback, Setup, Trainer
 from medsight.utils.atomic import write_json
 
@@ -47,30 +47,37 @@ def train_run(cfg: RunConfig, out: Path | None = None, *, resume: bool = False,
         model_spec(cfg.model.name)  # an unknown model fails before any data is read
     dist = from_environment()
     try:
-        _check_run_dir(run_dir, cfg, resume, overwrite and dist.is_main)
-        dist.barrier()  # nobody writes before every rank has checked the folder
-        if not dist.is_main:
-            logging.getLogger("medsight").setLevel(logging.WARNING)
-        runtime = Runtime.create(cfg.train.precision, cfg.train.channels_last,
-                                 cfg.train.threads or dist.threads(), device=dist.device())
-        log.info("run folder %s; %s on %s, %d threads%s", run_dir, runtime.precision, runtime.device,
-                 runtime.threads, f", {dist.world_size} processes" if dist.enabled else "")
-        setup = _setups()[cfg.task](cfg, runtime)
-        if resume:
-            _check_same_config(run_dir, setup.cfg)
-        if dist.is_main:
-            save_config(setup.cfg, run_dir / CONFIG_FILE)  # the resolved config: repeatable as it is
-            write_json(run_dir / PLAN_FILE, {**setup.plan, "runtime": runtime.describe(),
-                                             "processes": dist.world_size})
-        trainer = Trainer(setup.model, setup.task, setup.cfg.train, run_dir, runtime, setup.cfg.model.spatial_dims,
-                          callbacks, dist)
-        history = trainer.fit(resume=resume)
-        if dist.is_main:
-            write_curves(run_dir, history, setup.cfg.train.monitor)
-        dist.barrier()
+        with lock_run_folder(run_dir):  # one writer per run folder, released even on kill -9
+            _train_locked(cfg, run_dir, resume, overwrite, callbacks, dist)
     finally:
         shutdown()
     return run_dir
+
+
+def _train_locked(cfg: RunConfig, run_dir: Path, resume: bool, overwrite: bool,
+                  callbacks: Sequence[EpochCallback], dist: Distributed) -> None:
+    _check_run_dir(run_dir, cfg, resume, overwrite and dist.is_main)
+    dist.barrier()  # nobody writes before every rank has checked the folder
+    if not dist.is_main:
+        logging.getLogger("medsight").setLevel(logging.WARNING)
+    runtime = Runtime.create(cfg.train.precision, cfg.train.channels_last,
+                             cfg.train.threads or dist.threads(), device=dist.device())
+    log.info("run folder %s; %s on %s, %d threads%s", run_dir, runtime.precision, runtime.device,
+             runtime.threads, f", {dist.world_size} processes" if dist.enabled else "")
+    setup = _setups()[cfg.task](cfg, runtime)
+    if resume:
+        _check_same_config(run_dir, setup.cfg)
+    if dist.is_main:
+        save_config(setup.cfg, run_dir / CONFIG_FILE)  # the resolved config: repeatable as it is
+        write_json(run_dir / PLAN_FILE, {**setup.plan, "runtime": runtime.describe(),
+                                         "processes": dist.world_size})
+    trainer = Trainer(setup.model, setup.task, setup.cfg.train, run_dir, runtime, setup.cfg.model.spatial_dims,
+                      callbacks, dist)
+    history = trainer.fit(resume=resume)
+    if dist.is_main:
+        write_history(run_dir, history)  # a kill between the last checkpoint and its log line
+        write_curves(run_dir, history, setup.cfg.train.monitor)
+    dist.barrier()
 
 
 def train_folds(cfg: RunConfig, out: Path | None, folds: int, *, resume: bool = False) -> Path:
