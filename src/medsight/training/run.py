@@ -39,7 +39,11 @@ log = logging.getLogger(__name__)
 
 def train_run(cfg: RunConfig, out: Path | None = None, *, resume: bool = False,
               overwrite: bool = False, callbacks: Sequence[EpochCallback] = ()) -> Path:
-    """Train a classifier as configured; return the run folder."""
+    """Train a classifier (or, for ``data.dataset: voc``, a box detector) as configured; return the run folder."""
+    if cfg.data.dataset == "voc":
+        from medsight.training.detection import train_detection
+
+        return train_detection(cfg, out, resume=resume, overwrite=overwrite, callbacks=callbacks)
     run_dir = Path(out) if out is not None else Path("runs") / cfg.name
     model_spec(cfg.model.name)  # an unknown model fails before any data is read
     _check_run_dir(run_dir, cfg, resume, overwrite)
