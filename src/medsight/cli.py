@@ -167,7 +167,7 @@ def deid(
 
 
 def _summary_line(metrics: dict) -> str:
-    keys = ["auc", "accuracy", "sensitivity", "specificity", "f1"]
+    keys = ["auc", "accuracy", "sensitivity", "specificity", "f1", "map"]  # map: box detection
     parts = []
     for k in keys:
         if metrics.get(k) is not None:

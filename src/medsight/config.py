@@ -134,7 +134,7 @@ class DetectionConfig(_Strict):
     intensity: float = Field(0.1, ge=0, lt=1)  # random per-channel scale and shift of the normalised image
     score_threshold: float = Field(0.05, ge=0, lt=1)  # detections below are dropped
     nms_iou: float = Field(0.5, gt=0, le=1)  # per-class non-maximum suppression
-    max_detections: int = Field(300, ge=1)  # per image
+    max_detections: int = Field(100, ge=1)  # per image
     iou_threshold: float = Field(0.5, gt=0, lt=1)  # a detection finds an object above this IoU (VOC: 0.5)
 
 

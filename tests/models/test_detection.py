@@ -19,6 +19,8 @@ def test_network_gives_one_map_per_level_at_the_level_stride():
         out = net(torch.rand(2, 3, 64, 96))
     assert [tuple(m.shape) for m in out[CLS_KEY]] == [(2, 12, 8, 12), (2, 12, 4, 6), (2, 12, 2, 3)]
     assert [tuple(m.shape) for m in out[BOX_KEY]] == [(2, 24, 8, 12), (2, 24, 4, 6), (2, 24, 2, 3)]
+    shallow = build_detector("retinanet-resnet10", 3, 2, anchors, width=8, fpn_channels=16, head_convs=1)
+    assert len(shallow.classification_head.conv) == 3 and len(net.regression_head.conv) == 12
 
 
 def test_bad_detector_settings_are_config_errors():
@@ -27,6 +29,8 @@ def test_bad_detector_settings_are_config_errors():
         build_detector("yolo", 3, 2, anchors)
     with pytest.raises(ConfigError, match="multiple of 8"):
         build_detector("retinanet-resnet10", 3, 2, anchors, fpn_channels=12)
+    with pytest.raises(ConfigError, match="head_convs=5"):
+        build_detector("retinanet-resnet10", 3, 2, anchors, head_convs=5)
     with pytest.raises(ConfigError, match="one per level"):
         AnchorBoxes([[16, 20]], stages=(2, 3))
 

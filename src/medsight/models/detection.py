@@ -84,17 +84,26 @@ DETECTORS: dict[str, DetectorSpec] = {
 
 
 def build_detector(name: str, in_channels: int, num_classes: int, anchors: "AnchorBoxes",
-                   width: int = 32, fpn_channels: int = 64) -> RetinaNet:
-    """A MONAI ``RetinaNet`` whose forward gives ``{"classification": [maps], "box_regression": [maps]}``."""
+                   width: int = 32, fpn_channels: int = 64, head_convs: int = 4) -> RetinaNet:
+    """A MONAI ``RetinaNet`` whose forward gives ``{"classification": [maps], "box_regression": [maps]}``.
+
+    ``head_convs``: conv-GroupNorm-ReLU blocks in each head before its output conv (RetinaNet
+    uses 4; at the finest level they cost as much as the trunk, so fewer train faster on a CPU).
+    """
     try:
         spec = DETECTORS[name]
     except KeyError:
         raise ConfigError(f"unknown detector {name!r}; known: {', '.join(DETECTORS)}") from None
     if fpn_channels % 8:
         raise ConfigError(f"detector fpn_channels={fpn_channels}: must be a multiple of 8 (GroupNorm in the heads)")
+    if not 0 <= head_convs <= 4:
+        raise ConfigError(f"detector head_convs={head_convs}: choose 0 to 4")
     backbone = ResNetFPN(in_channels, spec.layers, width, fpn_channels, anchors.stages)
-    return RetinaNet(spatial_dims=2, num_classes=num_classes, num_anchors=anchors.per_location,
-                     feature_extractor=backbone, size_divisible=anchors.size_divisible)
+    net = RetinaNet(spatial_dims=2, num_classes=num_classes, num_anchors=anchors.per_location,
+                    feature_extractor=backbone, size_divisible=anchors.size_divisible)
+    for head in (net.classification_head, net.regression_head):
+        head.conv = head.conv[:3 * head_convs]  # MONAI builds 4 (conv, GroupNorm, ReLU) blocks
+    return net
 
 
 class AnchorBoxes:
