@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,6 +33,7 @@ def test_medmnist_bench_prints_table_and_writes_json(tmp_path):
     assert result["dataset"] == "breastmnist" and 0 <= result["auc"] <= 1 and result["train_seconds"] > 0
 
 
+@pytest.mark.slow
 def test_bccd_bench_prints_table_and_writes_json(tmp_path):
     from tests.data.voc_builders import write_voc
 

@@ -33,6 +33,10 @@ def test_bad_detector_settings_are_config_errors():
         build_detector("retinanet-resnet10", 3, 2, anchors, head_convs=5)
     with pytest.raises(ConfigError, match="one per level"):
         AnchorBoxes([[16, 20]], stages=(2, 3))
+    with pytest.raises(ConfigError, match="fpn_stages"):
+        AnchorBoxes([[16], [32]], stages=(3, 5))
+    with pytest.raises(ConfigError, match="positive"):
+        AnchorBoxes([[16], [0]], stages=(2, 3))
 
 
 def test_flattened_outputs_line_up_with_anchors_in_xy_order():

@@ -35,6 +35,7 @@ def shapes_run(tmp_path_factory):
     return train_run(tiny_detection_config(root), tmp / "run"), root
 
 
+@pytest.mark.slow
 def test_short_training_beats_an_untrained_detector(shapes_run):
     run, root = shapes_run
     metrics = evaluate_detection(run, split="test")
@@ -50,6 +51,7 @@ def test_short_training_beats_an_untrained_detector(shapes_run):
     assert (run / "pr_curve_test.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow
 def test_run_folder_holds_plan_history_and_checkpoints(shapes_run):
     run, _ = shapes_run
     plan = json.loads((run / "plan.json").read_text())

@@ -46,8 +46,7 @@ class ResNetFPN(nn.Module):
     def __init__(self, in_channels: int, layers: Sequence[int] = (2, 2, 2, 2), width: int = 32,
                  fpn_channels: int = 64, stages: Sequence[int] = (2, 3, 4)):
         super().__init__()
-        if not stages or any(s not in STAGE_STRIDES for s in stages) or list(stages) != sorted(set(stages)):
-            raise ConfigError(f"detector stages {list(stages)}: choose increasing values from 1..4")
+        check_stages(stages)
         widths = [width, 2 * width, 4 * width, 8 * width]
         self.body = ResNet(block="basic", layers=list(layers), block_inplanes=widths, spatial_dims=2,
                            n_input_channels=in_channels, conv1_t_size=7, conv1_t_stride=2,
@@ -69,6 +68,11 @@ class ResNetFPN(nn.Module):
             if stage in self.stages:
                 features[f"p{stage}"] = x
         return self.fpn(features)
+
+
+def check_stages(stages: Sequence[int]) -> None:
+    if not stages or any(s not in STAGE_STRIDES for s in stages) or list(stages) != sorted(set(stages)):
+        raise ConfigError(f"detection.fpn_stages {list(stages)}: choose increasing values from 1..4")
 
 
 @dataclass(frozen=True)
@@ -116,8 +120,13 @@ class AnchorBoxes:
 
     def __init__(self, sizes: Sequence[Sequence[float]], aspect_ratios: Sequence[float] = (1.0,),
                  stages: Sequence[int] = (2, 3, 4), atss_candidates: int = 4):
+        check_stages(stages)
         if len(sizes) != len(stages):
             raise ConfigError(f"{len(sizes)} anchor size groups for {len(stages)} FPN levels; give one per level")
+        if any(not group or min(group) <= 0 for group in sizes) or not aspect_ratios or min(aspect_ratios) <= 0:
+            raise ConfigError("detection.anchor_sizes and aspect_ratios must be positive, at least one each")
+        if len({len(group) for group in sizes}) != 1:
+            raise ConfigError("detection.anchor_sizes: give every level the same number of sizes (one head serves all)")
         self.stages = tuple(stages)
         self.sizes = [list(map(float, s)) for s in sizes]
         self.aspect_ratios = list(map(float, aspect_ratios))
