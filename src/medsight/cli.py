@@ -423,7 +423,7 @@ def _summary_line(metrics: dict) -> str:
                  for name, d in metrics["dice"].items() if d["mean"] is not None and d["ci"][0] is not None]
         score = (metrics.get("froc") or {}).get("score")
         return "; ".join(parts + ([f"FROC score {score:.3f}"] if score is not None else []))
-    keys = ["auc", "accuracy", "sensitivity", "specificity", "f1"]
+    keys = ["auc", "accuracy", "sensitivity", "specificity", "f1", "map"]  # map: box detection
     parts = []
     for k in keys:
         if metrics.get(k) is not None:

@@ -31,8 +31,8 @@ class SyntheticConfig(_Strict):
 
 
 class DataConfig(_Strict):
-    dataset: Literal["synthetic", "medmnist", "manifest", "folder", "msd"] = "synthetic"
-    path: Optional[Path] = None  # .npz, manifest CSV, folder or MSD folder; unused for synthetic
+    dataset: Literal["synthetic", "medmnist", "manifest", "folder", "msd", "voc"] = "synthetic"
+    path: Optional[Path] = None  # .npz, manifest CSV, folder or MSD folder or VOC root; unused for synthetic
     split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
     # cross-validation: train+val pooled and cut into `folds` folds by patient; fold `fold`
     # is val, test stays as it is (medsight train --folds K trains every fold)
@@ -161,6 +161,24 @@ class EvaluationConfig(_Strict):
     n_bootstrap: int = Field(1000, ge=0)
 
 
+class DetectionConfig(_Strict):
+    """Box detection (``data.dataset: voc``): classes, image scale, anchors, augmentation, box selection."""
+
+    classes: Optional[list[str]] = None  # in this order; None: the sorted names in the annotations
+    scale: float = Field(1.0, gt=0, le=4)  # every image (and its boxes) is resized by this first
+    fpn_stages: list[int] = Field(default_factory=lambda: [2, 3, 4])  # ResNet stages: strides 8, 16, 32
+    # Anchor sides in pixels after scaling, one list per FPN level; None: 3 x stride x 2^(0, 1/3, 2/3).
+    anchor_sizes: Optional[list[list[float]]] = None
+    aspect_ratios: list[float] = Field(default_factory=lambda: [1.0])  # height / width
+    flip: bool = True  # random flips along both axes
+    zoom: float = Field(0.2, ge=0, lt=1)  # random zoom in [1 - zoom, 1 + zoom], image size kept
+    intensity: float = Field(0.1, ge=0, lt=1)  # random per-channel scale and shift of the normalised image
+    score_threshold: float = Field(0.05, ge=0, lt=1)  # detections below are dropped
+    nms_iou: float = Field(0.5, gt=0, le=1)  # per-class non-maximum suppression
+    max_detections: int = Field(100, ge=1)  # per image
+    iou_threshold: float = Field(0.5, gt=0, lt=1)  # a detection finds an object above this IoU (VOC: 0.5)
+
+
 class RunConfig(_Strict):
     name: str = "run"
     task: Literal["classification", "segmentation"] = "classification"
@@ -170,6 +188,7 @@ class RunConfig(_Strict):
     train: TrainConfig = TrainConfig()
     segmentation: SegmentationConfig = SegmentationConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
+    detection: DetectionConfig = DetectionConfig()
 
 
 def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> RunConfig:

@@ -58,6 +58,8 @@ def build_dataset(cfg: DataConfig, seed: int = 0, unsplit: str | None = None) ->
     ``unsplit``: put every item of a data set that has no split of its own into this split
     instead of splitting by patient (for evaluating on an external set).
     """
+    if cfg.dataset == "voc":
+        raise ConfigError("data.dataset=voc holds boxes for detection, not classification labels")
     try:
         factory = DATASETS[cfg.dataset]
     except KeyError:

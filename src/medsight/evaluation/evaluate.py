@@ -26,6 +26,7 @@ from medsight.evaluation.classification import (
 from medsight.evaluation.run_report import write_run_report
 from medsight.inference.engine import run_batches
 from medsight.inference.load import load_run
+from medsight.runtime.run_folder import read_run
 from medsight.utils.atomic import write_json, write_text
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,10 @@ METRICS_FILE = "metrics.json"
 def evaluate_run(run: Path, split: str = "test", data: Path | None = None,
                  target_sensitivity: float | None = None, threshold: float | None = None,
                  out_dir: Path | None = None) -> dict:
+    if read_run(run)[1].get("task") == "detection":
+        from medsight.evaluation.detection_run import evaluate_detection
+
+        return evaluate_detection(run, split, data, out_dir)
     loaded = load_run(run)
     if loaded.plan.get("task") == "segmentation":
         from medsight.evaluation.evaluate_segmentation import evaluate_segmentation

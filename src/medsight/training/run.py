@@ -34,16 +34,23 @@ log = logging.getLogger(__name__)
 
 def _setups() -> dict[str, Callable[[RunConfig, Runtime], Setup]]:
     from medsight.training.classification import setup_classification
+    from medsight.training.detection import setup_detection
     from medsight.training.segmentation import setup_segmentation
 
-    return {"classification": setup_classification, "segmentation": setup_segmentation}
+    return {"classification": setup_classification, "segmentation": setup_segmentation,
+            "detection": setup_detection}
+
+
+def task_of(cfg: RunConfig) -> str:
+    """The run's task: box detection for VOC-layout data, else ``cfg.task``."""
+    return "detection" if cfg.data.dataset == "voc" else cfg.task
 
 
 def train_run(cfg: RunConfig, out: Path | None = None, *, resume: bool = False,
               overwrite: bool = False, callbacks: Sequence[EpochCallback] = ()) -> Path:
     """Train a model as configured (on every process of a distributed launch); return the run folder."""
     run_dir = Path(out) if out is not None else Path("runs") / cfg.name
-    if cfg.model.name is not None:
+    if cfg.model.name is not None and task_of(cfg) != "detection":
         model_spec(cfg.model.name)  # an unknown model fails before any data is read
     dist = from_environment()
     try:
@@ -64,7 +71,7 @@ def _train_locked(cfg: RunConfig, run_dir: Path, resume: bool, overwrite: bool,
                              cfg.train.threads or dist.threads(), device=dist.device())
     log.info("run folder %s; %s on %s, %d threads%s", run_dir, runtime.precision, runtime.device,
              runtime.threads, f", {dist.world_size} processes" if dist.enabled else "")
-    setup = _setups()[cfg.task](cfg, runtime)
+    setup = _setups()[task_of(cfg)](cfg, runtime)
     if resume:
         _check_same_config(run_dir, setup.cfg)
     if dist.is_main:
