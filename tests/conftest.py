@@ -31,7 +31,8 @@ def pytest_configure(config):
 def pytest_collection_modifyitems(config, items):
     for item in items:
         folder = Path(str(item.fspath)).parent.name
-        if folder in PRECISION_FOLDERS or "trained_run" in getattr(item, "fixturenames", ()):
+        fixtures = getattr(item, "fixturenames", ())
+        if folder in PRECISION_FOLDERS or "trained_run" in fixtures or "segmentation_run" in fixtures:
             item.add_marker(pytest.mark.precision)
 
 
@@ -69,3 +70,30 @@ def trained_run(tmp_path_factory) -> Path:
                       transforms={"augment": {"rotate_degrees": 10, "flip": [1], "zoom": 0.1, "prob": 0.5}},
                       data={"synthetic": {"n_train": 500, "n_val": 100, "n_test": 100, "size": 64}})
     return train_run(cfg, tmp_path_factory.mktemp("runs") / "run")
+
+
+def tiny_segmentation_config(**sections) -> RunConfig:
+    """A small 2D U-Net on the synthetic nodule slices (a few seconds per epoch)."""
+    raw = {
+        "name": "tiny-seg", "task": "segmentation",
+        "data": {"dataset": "synthetic",
+                 "synthetic": {"n_train": 160, "n_val": 32, "n_test": 32, "size": 64, "nodule_fraction": 0.7}},
+        "transforms": {"window": {"preset": "lung"}},  # intensity and patch size: planned
+        "model": {"name": "unet", "options": {"channels": [8, 16, 32], "strides": [2, 2], "num_res_units": 1,
+                                              "norm": "batch"}},
+        "train": {"epochs": 6, "batch_size": 16, "lr": 0.01, "optimizer": "adamw", "seed": 0,
+                  "precise_bn_samples": 64},
+        "segmentation": {"iterations_per_epoch": 20, "lesions": {"min_size": 20}},
+        "evaluation": {"n_bootstrap": 200},
+    }
+    for section, values in sections.items():
+        raw.setdefault(section, {}).update(values)
+    return config_from_dict(raw)
+
+
+@pytest.fixture(scope="session")
+def segmentation_run(tmp_path_factory) -> Path:
+    """A 2D U-Net segmenting nodules on the synthetic slices (shared, read-only for tests)."""
+    from medsight.training.run import train_run
+
+    return train_run(tiny_segmentation_config(), tmp_path_factory.mktemp("runs") / "seg")

@@ -30,7 +30,6 @@ INTENSITY_SAMPLES = 10_000  # foreground voxels per case for the intensity stati
 def fingerprint(cases: Sequence[dict], class_names: Sequence[str]) -> dict[str, Any]:
     """Spacings, shapes, foreground intensity statistics and class fractions of loaded cases
     (each ``{"image": MetaTensor (C, *S), "mask": MetaTensor (1, *S)}``)."""
-    rng = np.random.default_rng(0)
     spacings, shapes, samples, counts = [], [], [], np.zeros(len(class_names))
     modality = None
     for case in cases:
@@ -42,9 +41,12 @@ def fingerprint(cases: Sequence[dict], class_names: Sequence[str]) -> dict[str, 
         counts += np.bincount(m.ravel(), minlength=len(class_names))[: len(class_names)]
         fg = np.flatnonzero(m.ravel() > 0)
         if len(fg):
-            pick = rng.choice(fg, size=min(len(fg), INTENSITY_SAMPLES), replace=False)
+            # evenly spaced foreground voxels: a sample that depends on the case alone, not on
+            # the order cases come in (a shared random stream would, and so would the plan)
+            pick = fg[np.linspace(0, len(fg) - 1, min(len(fg), INTENSITY_SAMPLES)).round().astype(np.int64)]
             samples.append(np.asarray(image).reshape(image.shape[0], -1)[:, pick])
-    values = np.concatenate(samples, axis=1) if samples else np.zeros((1, 1))
+    # sorted float64 values: the statistics are then exactly the same for any case order
+    values = np.sort(np.concatenate(samples, axis=1).astype(np.float64), axis=1) if samples else np.zeros((1, 1))
     channels = [{"p00_5": float(np.percentile(v, 0.5)), "p50": float(np.median(v)),
                  "p99_5": float(np.percentile(v, 99.5)), "mean": float(v.mean()), "std": float(v.std())}
                 for v in values]
@@ -93,10 +95,12 @@ def plan_segmentation(fp: dict[str, Any], cfg: RunConfig, on_cpu: bool = True) -
         planned["train.time_budget_minutes"] = float(cfg.train.time_budget_minutes or 15.0)
     if spacing:
         planned["transforms.spacing"] = spacing
-    if planned["transforms.intensity"] == "window" and cfg.transforms.intensity is None:
+    intensity = cfg.transforms.intensity or planned["transforms.intensity"]
+    if intensity == "window" and cfg.transforms.window.preset is None:
+        # level and width as keys of their own, so a preset or level in the config wins
         ch = fp["foreground_intensity"][0]
-        planned["transforms.window"] = {"preset": None, "level": (ch["p00_5"] + ch["p99_5"]) / 2,
-                                        "width": max(ch["p99_5"] - ch["p00_5"], 1.0)}
+        planned["transforms.window.level"] = round((ch["p00_5"] + ch["p99_5"]) / 2, 2)
+        planned["transforms.window.width"] = round(max(ch["p99_5"] - ch["p00_5"], 1.0), 2)
     if cfg.model.name in (None, "dynunet"):
         planned.update({"model.options.strides": strides, "model.options.kernel_size": kernels,
                         "model.options.filters": filters,
@@ -124,16 +128,17 @@ def _normalisation(fp: dict[str, Any]) -> str:
 def _patch_size(median_shape: np.ndarray, spacing: Sequence[float], dims: int) -> list[int]:
     """The median case, shrunk along its longest physical axes to fit, in multiples of 2^pools."""
     shape = np.maximum(median_shape, MIN_FEATURE * 2)
-    while math.prod(shape) > MAX_PATCH_VOXELS[dims]:
+    # the budget holds for the rounded patch: rounding up alone added up to ~25% per axis
+    while math.prod(_round_up(shape)) > MAX_PATCH_VOXELS[dims]:
         physical = shape * np.array(spacing)
         axis = int(np.argmax(physical))
         shape[axis] = max(shape[axis] * 0.9, MIN_FEATURE * 2)
-    out = []
-    for size in shape:
-        pools = _pools_for(size)
-        step = 2 ** pools
-        out.append(int(math.ceil(size / step) * step))
-    return out
+    return _round_up(shape)
+
+
+def _round_up(shape: np.ndarray) -> list[int]:
+    """Each size up to a multiple of 2^(the pools it allows)."""
+    return [int(math.ceil(size / 2 ** _pools_for(size)) * 2 ** _pools_for(size)) for size in shape]
 
 
 def _pools_for(size: float) -> int:
