@@ -7,6 +7,7 @@ A run folder holds everything needed to repeat, resume, evaluate or serve the mo
     checkpoints/         last.pt (resume) and best.pt (use)
     metrics.jsonl        one line per epoch
     training_curves.png
+    calibration.json     classification: temperature scaling and review threshold fitted on val
 
 Each task (classification, segmentation) contributes a ``setup`` function that prepares its
 data, model, task and plan; the folder, runtime, processes and the loop are shared.
@@ -64,6 +65,10 @@ def train_run(cfg: RunConfig, out: Path | None = None, *, resume: bool = False,
         history = trainer.fit(resume=resume)
         if dist.is_main:
             write_curves(run_dir, history, setup.cfg.train.monitor)
+            if cfg.task == "classification":  # temperature and review threshold on val: calibration.json
+                from medsight.evaluation.calibrate import calibrate_run
+
+                calibrate_run(run_dir, val=setup.task.val)
         dist.barrier()
     finally:
         shutdown()
