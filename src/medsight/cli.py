@@ -146,15 +146,17 @@ def evaluate(
     target_sensitivity: Optional[float] = typer.Option(None, help="Choose the decision threshold on the val split for this sensitivity (binary tasks)."),
     threshold: Optional[float] = typer.Option(None, help="Decision threshold for the positive class (default 0.5)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Where metrics.json and report.html go (default: the run folder)."),
+    tta: bool = typer.Option(False, "--tta", help="Test-time augmentation: average over flips (and 2D rotations)."),
 ) -> None:
-    """Measure a trained model: metrics with 95% CIs, plots and an HTML report.
+    """Measure a trained model: metrics with 95% CIs, calibration, referral curve, HTML report.
 
     Example: medsight evaluate runs/demo --split test --target-sensitivity 0.95
+             medsight evaluate runs/demo --tta
     """
     from medsight.evaluation.evaluate import evaluate_run
 
     metrics = evaluate_run(run, split=split, data=data, target_sensitivity=target_sensitivity,
-                           threshold=threshold, out_dir=out)
+                           threshold=threshold, out_dir=out, tta=tta)
     typer.echo(_summary_line(metrics))
 
 
@@ -165,22 +167,25 @@ def predict(
     inputs: list[Path] = typer.Argument(..., help="Images (DICOM, NIfTI, PNG/JPEG) or folders of them."),
     out: Path = typer.Option(Path("predictions"), "--out", help="Output folder (a rerun resumes in it)."),
     no_heatmap: bool = typer.Option(False, "--no-heatmap", help="Skip the heatmaps."),
-    explain: str = typer.Option("gradcam", help="Heatmap method: gradcam or gradcam++."),
+    explain: str = typer.Option("gradcam", help="Heatmap method: gradcam, gradcam++ or occlusion."),
     workers: Optional[int] = typer.Option(None, "--workers", min=0,
                                           help="Processes reading images ahead (default: 2 for 64+ inputs)."),
+    tta: bool = typer.Option(False, "--tta", help="Test-time augmentation: average over flips (and 2D rotations)."),
 ) -> None:
-    """Diagnose new images: label, class probabilities and a Grad-CAM heatmap each.
+    """Diagnose new images: label, calibrated probabilities, uncertainty and a heatmap each.
 
     Large folders stream through in batches; a rerun into the same --out skips finished inputs.
     Example: medsight predict runs/demo study1.dcm series_folder/ --out preds
+             medsight predict runs/demo scans/ --tta --explain occlusion
     """
     from medsight.inference.batch import PREDICTIONS_FILE, predict_paths
 
     report = predict_paths(run, inputs, out, heatmaps=not no_heatmap, method=explain, workers=workers,
-                           fail_fast=_state["debug"])
+                           fail_fast=_state["debug"], tta=tta)
     if len(report.results) <= 20:
         for r in report.results:
-            typer.echo(f"{r['input']}: {r['label']} ({r['probabilities'][r['label']]:.3f})")
+            review = "  needs review" if r.get("needs_review") else ""
+            typer.echo(f"{r['input']}: {r['label']} ({r['probabilities'][r['label']]:.3f}){review}")
     else:
         labels = ", ".join(f"{k} {v}" for k, v in sorted(summary_counts(report).items()))
         typer.echo(f"{len(report.results)} images: {labels}")
@@ -210,6 +215,28 @@ def ensemble(
     from medsight.inference.ensemble import write_ensemble
 
     typer.echo(f"ensemble: {write_ensemble(out, runs)}")
+
+
+@app.command()
+@_user_errors
+def calibrate(
+    run: Path = typer.Argument(..., help="Classification run folder made by `medsight train`."),
+    review_fraction: Optional[float] = typer.Option(
+        None, "--review-fraction", min=0.001, max=0.999,
+        help="Flag as 'needs review' the entropy the most uncertain val fraction exceeds (default: the config's, 0.1)."),
+) -> None:
+    """Fit temperature scaling and the review threshold on the val split (calibration.json).
+
+    Training does this by itself; use it for runs trained before, or for another review fraction.
+    Example: medsight calibrate runs/demo --review-fraction 0.05
+    """
+    from medsight.evaluation.calibrate import calibrate_run
+
+    c = calibrate_run(run, review_fraction=review_fraction)
+    typer.echo(f"temperature {c['temperature']:.3f}: val ECE {c['ece_before']:.3f} -> {c['ece_after']:.3f}, "
+               f"NLL {c['nll_before']:.3f} -> {c['nll_after']:.3f} (n = {c['n']}); "
+               f"needs review above entropy {c['review_threshold']:.3f}")
+    typer.echo(f"wrote {run / 'calibration.json'}")
 
 
 @app.command()

@@ -159,6 +159,10 @@ class EvaluationConfig(_Strict):
     threshold: float = Field(0.5, gt=0, lt=1)
     target_sensitivity: Optional[float] = Field(None, gt=0, le=1)
     n_bootstrap: int = Field(1000, ge=0)
+    # "needs review" above this normalised predictive entropy; None: the entropy that the
+    # review_fraction most uncertain validation cases exceed (chosen by `medsight calibrate`)
+    review_threshold: Optional[float] = Field(None, ge=0, le=1)
+    review_fraction: float = Field(0.1, gt=0, lt=1)
 
 
 class DetectionConfig(_Strict):

@@ -24,7 +24,9 @@ from medsight.evaluation.classification import (
     threshold_for_sensitivity,
 )
 from medsight.evaluation.run_report import write_run_report
-from medsight.inference.engine import run_batches
+from medsight.evaluation.trust import trust_metrics
+from medsight.inference.calibration import calibrated_softmax
+from medsight.inference.ensemble import is_ensemble
 from medsight.inference.load import load_run
 from medsight.runtime.run_folder import read_run
 from medsight.utils.atomic import write_json, write_text
@@ -35,8 +37,9 @@ METRICS_FILE = "metrics.json"
 
 def evaluate_run(run: Path, split: str = "test", data: Path | None = None,
                  target_sensitivity: float | None = None, threshold: float | None = None,
-                 out_dir: Path | None = None) -> dict:
-    if read_run(run)[1].get("task") == "detection":
+                 out_dir: Path | None = None, tta: bool = False) -> dict:
+    """Evaluate a run on a split; ``tta`` averages the calibrated softmax over test-time views."""
+    if not is_ensemble(run) and read_run(run)[1].get("task") == "detection":
         from medsight.evaluation.detection_run import evaluate_detection
 
         return evaluate_detection(run, split, data, out_dir)
@@ -44,8 +47,8 @@ def evaluate_run(run: Path, split: str = "test", data: Path | None = None,
     if loaded.plan.get("task") == "segmentation":
         from medsight.evaluation.evaluate_segmentation import evaluate_segmentation
 
-        if target_sensitivity is not None or threshold is not None:
-            raise ConfigError("--target-sensitivity and --threshold apply to classification runs")
+        if target_sensitivity is not None or threshold is not None or tta:
+            raise ConfigError("--target-sensitivity, --threshold and --tta apply to classification runs")
         return evaluate_segmentation(run, split=split, data=data, out_dir=out_dir)
     cfg = loaded.inference_config()
     if data is not None:
@@ -63,9 +66,12 @@ def evaluate_run(run: Path, split: str = "test", data: Path | None = None,
     splits = [split] + (["val"] if target_sensitivity is not None and split != "val" else [])
     prepared, _ = prepare_data(dataset, cfg, splits, channels=int(loaded.plan["in_channels"]))
 
+    logits: dict[str, torch.Tensor] = {}  # (views, N, K) per split, for the trust metrics
+
     def probabilities(name: str) -> tuple[np.ndarray, np.ndarray]:
         part = prepared[name]
-        return part.labels.numpy(), torch.softmax(run_batches(loaded.engine, part.images), 1).numpy()
+        logits[name] = loaded.view_logits(part.images, tta)
+        return part.labels.numpy(), calibrated_softmax(logits[name], loaded.temperature(tta)).mean(0).numpy()
 
     y, probs = probabilities(split)
     source = "default"
@@ -77,35 +83,42 @@ def evaluate_run(run: Path, split: str = "test", data: Path | None = None,
         thr = threshold_for_sensitivity(y_val, p_val[:, 1], target_sensitivity)
         source = f"val split, target sensitivity {target_sensitivity:g}"
         write_json(Path(run) / "decision.json", {"threshold": thr, "target_sensitivity": target_sensitivity,
-                                                 "chosen_on": "val"})
+                                                 "chosen_on": "val", "temperature": loaded.temperature(),
+                                                 "tta": tta})
     metrics = classification_metrics(y, probs, names, threshold=thr if binary else None,
                                      n_bootstrap=cfg.evaluation.n_bootstrap, seed=cfg.train.seed)
     if loaded.members:  # an ensemble: each member beside it, on the same images
-        metrics["members"] = [_member_row(m, prepared[split], y, names, thr if binary else None)
+        metrics["members"] = [_member_row(m, prepared[split], y, names, thr if binary else None, tta)
                               for m in loaded.members]
     metrics.update({"split": split, "data": str(data or cfg.data.path or cfg.data.dataset),
                     "threshold_source": source if binary else "argmax", "model": cfg.model.name,
                     "skipped_files": len(dataset.skipped)})
+    trust, columns = trust_metrics(y, logits[split], loaded.temperature(tta), loaded.review_threshold(tta),
+                                   thr if binary else None, names, [v.name for v in loaded.views(tta)])
+    metrics.update(trust)
     out = Path(out_dir) if out_dir is not None else Path(run)
     write_json(out / METRICS_FILE, metrics)
-    write_cases(out / f"cases_{split}.csv", prepared[split].ids, prepared[split].sources, y, probs, names)
+    write_cases(out / f"cases_{split}.csv", prepared[split].ids, prepared[split].sources, y, probs, names,
+                columns)
     write_run_report(out, Path(run))
     return metrics
 
 
-def _member_row(member, part, y: np.ndarray, names: list[str], threshold: float | None) -> dict:
-    probs = torch.softmax(run_batches(member.engine, part.images), 1).numpy()
+def _member_row(member, part, y: np.ndarray, names: list[str], threshold: float | None, tta: bool) -> dict:
+    probs = member.probabilities(part.images, tta).mean(0).numpy()
     m = classification_metrics(y, probs, names, threshold=threshold, n_bootstrap=0)
     return {"run": str(member.run_dir), "auc": m["auc"], "accuracy": m["accuracy"], "ece": m["ece"]}
 
 
 def write_cases(path: Path, ids: list[str], sources: list[str], y: np.ndarray, probs: np.ndarray,
-                names: list[str]) -> None:
+                names: list[str], extra: dict[str, list] | None = None) -> None:
+    """One row per case: id, source, label, ``p[class]`` columns, then any ``extra`` columns."""
+    extra = extra or {}
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow(["id", "source", "label", *[f"p[{n}]" for n in names]])
-    for row in zip(ids, sources, y.tolist(), probs.tolist()):
-        writer.writerow([row[0], row[1], row[2], *[f"{p:.6f}" for p in row[3]]])
+    writer.writerow(["id", "source", "label", *[f"p[{n}]" for n in names], *extra])
+    for i, row in enumerate(zip(ids, sources, y.tolist(), probs.tolist())):
+        writer.writerow([row[0], row[1], row[2], *[f"{p:.6f}" for p in row[3]], *[c[i] for c in extra.values()]])
     write_text(path, buf.getvalue())
 
 

@@ -233,6 +233,31 @@ def plot_training_curves(history: Sequence[Mapping[str, Any]], monitor: str = "v
     return _to_png(fig)
 
 
+
+@_style
+def plot_referral(curve: Mapping[str, Any], flagged_fraction: float | None = None) -> bytes:
+    """Accuracy (and binary AUC) of the retained cases against the fraction referred to a human.
+
+    ``curve`` is :func:`medsight.evaluation.referral.referral_curve`'s result; the dashed line is
+    what referring at random keeps (the accuracy with nothing referred); ``flagged_fraction``
+    marks the share of cases the review threshold flags.
+    """
+    fractions = np.asarray(curve["fraction_referred"], dtype=float)
+    fig = Figure(figsize=(6.0, 4.6))
+    ax = fig.add_subplot()
+    ax.plot(fractions, curve["accuracy"], "o-", lw=2, ms=4, label="accuracy of retained cases")
+    ax.axhline(curve["accuracy"][0], ls="--", lw=1, color="0.6", label="referring at random")
+    if curve.get("auc") is not None:
+        auc = np.array([np.nan if a is None else a for a in curve["auc"]], dtype=float)
+        ax.plot(fractions, auc, "s-", lw=1.6, ms=4, color="C2", label="AUC of retained cases")
+    if flagged_fraction is not None:
+        ax.axvline(flagged_fraction, ls=":", lw=1.2, color="C3",
+                   label=f"review threshold ({flagged_fraction:.0%} flagged)")
+    ax.set(xlabel="Fraction of cases referred (most uncertain first)", ylabel="Retained-case metric",
+           title="Referral curve", xlim=(-0.01, max(0.51, float(fractions.max()) + 0.01)))
+    ax.legend(loc="lower right")
+    return _to_png(fig)
+
 def _per_class_curves(ax: Any, y: np.ndarray, p: np.ndarray, class_names: Sequence[str],
                       points: Any, score_name: str, steps: bool = False) -> int:
     """Draw one one-vs-rest curve per class that has the cases it needs; return how many."""

@@ -9,6 +9,7 @@ import yaml
 
 from medsight.evaluation import plots
 from medsight.evaluation.report import HtmlReport
+from medsight.evaluation.trust import add_trust_section
 from medsight.training.history import read_history
 
 REPORT_FILE = "report.html"
@@ -59,6 +60,7 @@ def write_run_report(out_dir: Path, run_dir: Path, predictions: list[dict] | Non
             ("Precision-recall", plots.plot_precision_recall(y, probs, names, threshold=thr)),
             ("Calibration", plots.plot_calibration(y, probs, metrics.get("ece"))),
         ], min_width=440)
+    add_trust_section(report, metrics, cases, run_dir)
     history = read_history(run_dir)
     if history:
         report.add_heading("Training")

@@ -31,7 +31,7 @@ from medsight.errors import ConfigError, InputFileError, MedsightError
 from medsight.inference.explain import METHODS, explain
 from medsight.inference.load import LoadedRun, load_run
 from medsight.inference.overlay import overlay_png
-from medsight.inference.predict import decide, expand_inputs, model_input
+from medsight.inference.predict import diagnose, expand_inputs, model_input
 from medsight.io import read_image
 from medsight.utils.atomic import write_bytes, write_json
 from medsight.utils.paths import safe_stem
@@ -52,9 +52,10 @@ class BatchReport:
 
 def predict_paths(run_dir: Path, inputs: Sequence[Path], out_dir: Path, heatmaps: bool = True,
                   method: str = "gradcam", workers: int | None = None, batch_size: int = 32,
-                  fail_fast: bool = False) -> BatchReport:
+                  fail_fast: bool = False, tta: bool = False) -> BatchReport:
     """Predict every input into ``out_dir``; see the module docstring. ``fail_fast`` raises
-    the first bad file's error instead of listing it (``--debug``)."""
+    the first bad file's error instead of listing it (``--debug``); ``tta`` averages the
+    calibrated probabilities over test-time views (``inference/tta.py``)."""
     t0 = time.perf_counter()
     if heatmaps and method not in METHODS:
         raise ConfigError(f"unknown explanation method {method!r}; choose {', '.join(METHODS)}")
@@ -62,7 +63,7 @@ def predict_paths(run_dir: Path, inputs: Sequence[Path], out_dir: Path, heatmaps
     out_dir = Path(out_dir)
     paths = expand_inputs(list(inputs), run.spatial_dims)
     journal = Journal(out_dir / JOURNAL_FILE)
-    todo = [(i, p) for i, p in enumerate(paths) if journal.get(p) is None]
+    todo = [(i, p) for i, p in enumerate(paths) if not _done(journal.get(p), tta)]
     if len(todo) < len(paths):
         log.info("resuming: %d of %d inputs already done in %s", len(paths) - len(todo), len(paths), out_dir)
     if workers is None:
@@ -77,9 +78,8 @@ def predict_paths(run_dir: Path, inputs: Sequence[Path], out_dir: Path, heatmaps
         failures += [(str(p), meta) for _, p, x, meta in chunk if x is None]
         if good:
             x = torch.from_numpy(np.stack([g[2] for g in good]))
-            probs = torch.softmax(run.engine(x), 1).numpy()
-            records = [_record(run, i, p, xi, meta, pi, out_dir, heatmaps, method)
-                       for (i, p, xi, meta), pi in zip(good, probs)]
+            records = [_record(run, i, p, xi, meta, d, out_dir, heatmaps, method)
+                       for (i, p, xi, meta), d in zip(good, diagnose(run, x, tta))]
             journal.append([(p, r) for (_, p, _, _), r in zip(good, records)])
         bar.update(len(chunk))
     bar.close()
@@ -87,22 +87,29 @@ def predict_paths(run_dir: Path, inputs: Sequence[Path], out_dir: Path, heatmaps
     results = [r for r in results if r is not None]
     write_json(out_dir / PREDICTIONS_FILE, results)
     report = BatchReport(results, failures, len(paths) - len(todo), time.perf_counter() - t0)
-    write_json(out_dir / SUMMARY_FILE, summary(report, len(paths)))
+    write_json(out_dir / SUMMARY_FILE, {**summary(report, len(paths)),
+                                        "tta_views": [v.name for v in run.views(tta)] if tta else None})
     log.debug("predicted %d image(s) into %s (%d failed, %d resumed) in %.1f s", len(results), out_dir,
              len(failures), report.resumed, report.seconds)
     return report
+
+
+def _done(record: dict | None, tta: bool) -> bool:
+    """An input is done if an earlier run predicted it the same way (with or without TTA)."""
+    return record is not None and bool(record.get("tta", False)) == tta
 
 
 def summary(report: BatchReport, n_inputs: int) -> dict:
     return {"inputs": n_inputs, "predicted": len(report.results), "failed": len(report.failures),
             "resumed": report.resumed, "seconds": round(report.seconds, 2),
             "labels": dict(Counter(r["label"] for r in report.results)),
+            "needs_review": sum(bool(r.get("needs_review")) for r in report.results),
             "failures": [{"input": p, "problem": m} for p, m in report.failures]}
 
 
-def _record(run: LoadedRun, index: int, path: Path, x: np.ndarray, meta: dict, probs: np.ndarray,
+def _record(run: LoadedRun, index: int, path: Path, x: np.ndarray, meta: dict, diagnosis: dict,
             out_dir: Path, heatmaps: bool, method: str) -> dict:
-    record = {"input": str(path), **decide(run, probs), **meta, "heatmap": None, "heatmap_method": None}
+    record = {"input": str(path), **diagnosis, **meta, "heatmap": None, "heatmap_method": None}
     if heatmaps:
         xt = torch.from_numpy(x)
         heat = explain(run.model, run.cfg.model.name, run.runtime.batch(xt[None])[0], record["label_index"], method)

@@ -22,15 +22,17 @@ ENSEMBLE_FILE = "ensemble.json"
 
 
 class EnsembleEngine:
-    """Mean of the members' softmax, returned as log-probabilities (so softmax gives the mean)."""
+    """Mean of the members' (temperature-scaled) softmax, returned as log-probabilities, so a
+    softmax of the output gives the mean."""
 
-    def __init__(self, engines: Sequence):
+    def __init__(self, engines: Sequence, temperatures: Sequence[float] | None = None):
         self.engines = list(engines)
+        self.temperatures = list(temperatures) if temperatures is not None else [1.0] * len(self.engines)
         self.name = f"ensemble of {len(self.engines)} ({self.engines[0].name})"
 
     def member_probabilities(self, images: torch.Tensor) -> torch.Tensor:
         """``(members, N, K)`` probabilities, e.g. for the ensemble's variance."""
-        return torch.stack([torch.softmax(engine(images), 1) for engine in self.engines])
+        return torch.stack([torch.softmax(engine(images) / t, 1) for engine, t in zip(self.engines, self.temperatures)])
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         return self.member_probabilities(images).mean(0).clamp(min=1e-12).log()

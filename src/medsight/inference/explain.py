@@ -1,10 +1,16 @@
-"""Grad-CAM heatmaps (MONAI's implementation) for any registered classifier.
+"""Heatmaps for any registered classifier: Grad-CAM, Grad-CAM++ and occlusion sensitivity (MONAI).
 
 Two details matter for correct maps: MONAI's default post-processing maps the maximum to 0
 (a flipped map), so maps are rescaled here with the maximum at 1; and the score explained is
 the class's logit against the mean of all logits, which is what moves the softmax.
 Measured on the synthetic nodule set with ``resnet18-small`` at ``layer3``: mean heat 0.58
 inside nodules vs 0.08 outside.
+
+Occlusion sensitivity needs no gradients and no chosen layer: MONAI's ``OcclusionSensitivity``
+blanks a Gaussian patch (a quarter of each side in 2D and 3D; windows overlapping by 75% in 2D,
+50% in 3D) at every position and records the score; the heat is how far the class's score falls
+when the region is hidden (clipped at 0: hiding it does not lower the score), scaled to a maximum
+of 1. It costs one forward pass per position (~170 for a 64x64 image, ~340 for 64^3).
 """
 
 from __future__ import annotations
@@ -15,13 +21,14 @@ from typing import Iterator
 
 import numpy as np
 import torch
-from monai.visualize import GradCAM, GradCAMpp
+from monai.visualize import GradCAM, GradCAMpp, OcclusionSensitivity
 from torch import nn
 
 from medsight.errors import ConfigError
 from medsight.models import model_spec
 
-METHODS = {"gradcam": GradCAM, "gradcam++": GradCAMpp}
+CAMS = {"gradcam": GradCAM, "gradcam++": GradCAMpp}
+METHODS = (*CAMS, "occlusion")
 
 
 class _Contrastive(nn.Module):
@@ -49,29 +56,37 @@ def _unit_range(x: torch.Tensor) -> torch.Tensor:
 
 
 @contextmanager
-def _cam_session(model: nn.Module, layer: nn.Module) -> Iterator[None]:
-    """Run a CAM without side effects on ``model``.
-
-    MONAI's CAM registers hooks it never removes and restores the train/eval mode of the
-    module it was given; the model is kept in eval mode, its hooks are removed afterwards,
-    and it runs in the default memory layout (fp32 backward passes through channels-last
-    oneDNN convolutions crash in torch 2.13 CPU).
-    """
+def _plain_model(model: nn.Module) -> Iterator[None]:
+    """The model in eval mode and the default memory layout, both restored afterwards (fp32
+    backward passes through channels-last oneDNN convolutions crash in torch 2.13 CPU)."""
     was_training = model.training
     channels_last = any(p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last)
                         and not p.is_contiguous() for p in model.parameters())
-    forward_keys, backward_keys = set(layer._forward_hooks), set(layer._backward_hooks)
     model.eval().to(memory_format=torch.contiguous_format)
     try:
         yield
     finally:
-        for key in set(layer._forward_hooks) - forward_keys:
-            del layer._forward_hooks[key]
-        for key in set(layer._backward_hooks) - backward_keys:
-            del layer._backward_hooks[key]
         if channels_last:
             model.to(memory_format=torch.channels_last)
         model.train(was_training)
+
+
+@contextmanager
+def _cam_session(model: nn.Module, layer: nn.Module) -> Iterator[None]:
+    """Run a CAM without side effects on ``model``.
+
+    MONAI's CAM registers hooks it never removes and restores the train/eval mode of the
+    module it was given; the model is kept in eval mode and its hooks are removed afterwards.
+    """
+    forward_keys, backward_keys = set(layer._forward_hooks), set(layer._backward_hooks)
+    with _plain_model(model):
+        try:
+            yield
+        finally:
+            for key in set(layer._forward_hooks) - forward_keys:
+                del layer._forward_hooks[key]
+            for key in set(layer._backward_hooks) - backward_keys:
+                del layer._backward_hooks[key]
 
 
 def explain(model: nn.Module, model_name: str, image: torch.Tensor, class_index: int,
@@ -82,10 +97,12 @@ def explain(model: nn.Module, model_name: str, image: torch.Tensor, class_index:
     """
     if method not in METHODS:
         raise ConfigError(f"unknown explanation method {method!r}; choose {', '.join(METHODS)}")
-    layer_name = model_spec(model_name).cam_layer
     x = image[None].to(next(model.parameters()).device, torch.float32).contiguous()
+    if method == "occlusion":
+        return occlusion_map(model, x, class_index)
+    layer_name = model_spec(model_name).cam_layer
     with _cam_session(model, model.get_submodule(layer_name)), warnings.catch_warnings():
-        cam = METHODS[method](nn_module=_Contrastive(model).eval(), target_layers="net." + layer_name,
+        cam = CAMS[method](nn_module=_Contrastive(model).eval(), target_layers="net." + layer_name,
                               postprocessing=_unit_range)
         # MONAI's hook warns that no input requires grad; the layer outputs do, which is enough.
         warnings.simplefilter("ignore", UserWarning)
@@ -100,3 +117,24 @@ def explain(model: nn.Module, model_name: str, image: torch.Tensor, class_index:
         hooks.gradients.clear()
     heat = np.nan_to_num(heat[0, 0].detach().float().cpu().numpy(), nan=0.0)
     return np.clip(heat, 0.0, 1.0).astype(np.float32)
+
+
+def occlusion_map(model: nn.Module, x: torch.Tensor, class_index: int, mask_fraction: float = 0.25,
+                  overlap: float | None = None, n_batch: int = 64) -> np.ndarray:
+    """Occlusion sensitivity of one image ``(1, C, *spatial)``: heat in [0, 1] of its spatial shape.
+
+    ``mask_fraction``: the occluding patch's side as a fraction of each image side; ``overlap``
+    of neighbouring patches (default 0.75 in 2D, 0.5 in 3D, where every position is a 3D pass).
+    """
+    dims = x.ndim - 2
+    mask = [max(3, round(s * mask_fraction)) for s in x.shape[2:]]
+    overlap = overlap if overlap is not None else (0.75 if dims == 2 else 0.5)
+    net = _Contrastive(model)
+    occlusion = OcclusionSensitivity(net, mask_size=mask, n_batch=n_batch, verbose=False, mode="gaussian",
+                                     overlap=overlap, activate=False)
+    with _plain_model(model), torch.inference_mode():
+        score = net(x)[0, class_index].float()
+        occluded, _ = occlusion(x)
+    drop = (score - torch.as_tensor(occluded)[0, class_index].float()).clamp(min=0)
+    heat = drop / drop.max() if drop.max() > 0 else torch.zeros_like(drop)
+    return np.nan_to_num(heat.cpu().numpy(), nan=0.0).astype(np.float32)

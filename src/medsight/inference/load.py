@@ -6,12 +6,15 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from monai.transforms import Compose
 from torch import nn
 
 from medsight.config import RunConfig
+from medsight.inference.calibration import Calibration, calibrated_softmax, read_calibration, rescale_threshold
 from medsight.inference.engine import Engine, OnnxEngine, TorchEngine, exported_model
 from medsight.inference.ensemble import EnsembleEngine, is_ensemble, member_folders
+from medsight.inference.tta import IDENTITY, View, tta_views, view_logits
 from medsight.models import build_model
 from medsight.planning import apply_plan
 from medsight.runtime import Runtime
@@ -28,6 +31,7 @@ class LoadedRun:
     model: nn.Module
     runtime: Runtime
     engine: Engine  # the forward pass used for predictions (PyTorch or ONNX Runtime)
+    calibration: Calibration | None = None  # RUN/calibration.json (temperature, review thresholds)
     members: list["LoadedRun"] = field(default_factory=list)  # an ensemble's runs
     _preprocess: Compose | None = field(default=None, init=False, repr=False)
 
@@ -57,11 +61,40 @@ class LoadedRun:
         return self._preprocess
 
     def threshold(self) -> float:
-        """Decision threshold: one chosen by ``evaluate --target-sensitivity``, else the config's."""
+        """Decision threshold: one chosen by ``evaluate --target-sensitivity``, else the config's.
+
+        A saved threshold is moved to the current calibration, so a later ``medsight calibrate``
+        keeps every decision it made (see ``rescale_threshold``).
+        """
         decision = self.run_dir / "decision.json"
         if decision.is_file():
-            return float(json.loads(decision.read_text())["threshold"])
+            saved = json.loads(decision.read_text())
+            return rescale_threshold(float(saved["threshold"]), float(saved.get("temperature", 1.0)),
+                                     self.temperature())
         return self.cfg.evaluation.threshold
+
+    # --- the one place where a loaded run's logits become probabilities -------------------
+
+    def temperature(self, tta: bool = False) -> float:
+        return self.calibration.temperature_for(tta) if self.calibration else 1.0
+
+    def views(self, tta: bool = False) -> list[View]:
+        """Test-time views: the identity, or the flips the run trained with and small rotations."""
+        return tta_views(self.spatial_dims, self.cfg.transforms.augment.flip) if tta else [IDENTITY]
+
+    def view_logits(self, images: torch.Tensor, tta: bool = False) -> torch.Tensor:
+        """Raw logits ``(V, N, K)`` of each test-time view (V = 1 without TTA)."""
+        return view_logits(self.engine, images, self.views(tta))
+
+    def probabilities(self, images: torch.Tensor, tta: bool = False) -> torch.Tensor:
+        """Calibrated class probabilities ``(V, N, K)`` per view; average over axis 0 to predict."""
+        return calibrated_softmax(self.view_logits(images, tta), self.temperature(tta))
+
+    def review_threshold(self, tta: bool = False) -> float | None:
+        """Normalised entropy above which a case needs review: the config's, else the one chosen on val."""
+        if self.cfg.evaluation.review_threshold is not None:
+            return self.cfg.evaluation.review_threshold
+        return self.calibration.review_threshold_for(tta) if self.calibration else None
 
 
 def load_run(run_dir: str | Path, checkpoint: str = BEST, prefer_onnx: bool = True) -> LoadedRun:
@@ -72,8 +105,9 @@ def load_run(run_dir: str | Path, checkpoint: str = BEST, prefer_onnx: bool = Tr
     if is_ensemble(run_dir):
         members = [load_run(m, checkpoint, prefer_onnx) for m in member_folders(run_dir)]
         first = members[0]
-        return LoadedRun(run_dir, first.cfg, first.plan, first.model, first.runtime,
-                         EnsembleEngine([m.engine for m in members]), members)
+        # each member's probabilities on its own calibrated scale, then averaged
+        engine = EnsembleEngine([m.engine for m in members], [m.temperature() for m in members])
+        return LoadedRun(run_dir, first.cfg, first.plan, first.model, first.runtime, engine, members=members)
     cfg, plan = read_run(run_dir)
     cfg = apply_plan(cfg, plan.get("planned", {}))
     runtime = Runtime.create(cfg.train.precision, cfg.train.channels_last, cfg.train.threads,
@@ -86,4 +120,5 @@ def load_run(run_dir: str | Path, checkpoint: str = BEST, prefer_onnx: bool = Tr
     model = runtime.model(model, plan["spatial_dims"]).eval()
     onnx = exported_model(run_dir, checkpoint_file) if prefer_onnx else None
     engine = OnnxEngine(onnx, runtime.threads) if onnx else TorchEngine(model, runtime)
-    return LoadedRun(run_dir, cfg, plan, model, runtime, engine)
+    calibration = read_calibration(run_dir, checkpoint_file)
+    return LoadedRun(run_dir, cfg, plan, model, runtime, engine, calibration)

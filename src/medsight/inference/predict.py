@@ -1,4 +1,4 @@
-"""Diagnosis of one image: label, class probabilities and a Grad-CAM heatmap.
+"""Diagnosis of one image: label, calibrated class probabilities, uncertainty and a heatmap.
 
 ``predict_image`` serves the REST service and, through ``inference/batch.py``, the command line.
 """
@@ -15,6 +15,7 @@ from monai.data import MetaTensor
 from medsight.errors import InputFileError
 from medsight.inference.explain import explain
 from medsight.inference.load import LoadedRun
+from medsight.inference.uncertainty import uncertainty_records
 
 
 def expand_inputs(inputs: Sequence[Path], spatial_dims: int) -> list[Path]:
@@ -51,12 +52,19 @@ def decide(run: LoadedRun, probs: np.ndarray) -> dict:
             "probabilities": {n: round(float(p), 6) for n, p in zip(names, probs)}, "threshold": threshold}
 
 
-def predict_image(run: LoadedRun, image: MetaTensor, heatmap: bool = True, method: str = "gradcam"
-                  ) -> tuple[dict, np.ndarray | None, np.ndarray]:
+def diagnose(run: LoadedRun, images: torch.Tensor, tta: bool = False) -> list[dict]:
+    """For each model-space image of a batch: label, calibrated probabilities, threshold,
+    uncertainty and the "needs review" flag (``tta``: averaged over test-time views)."""
+    views = run.probabilities(images, tta).numpy()
+    extra = uncertainty_records(views, run.review_threshold(tta))
+    return [{**decide(run, p), **u} for p, u in zip(views.mean(0), extra)]
+
+
+def predict_image(run: LoadedRun, image: MetaTensor, heatmap: bool = True, method: str = "gradcam",
+                  tta: bool = False) -> tuple[dict, np.ndarray | None, np.ndarray]:
     """Diagnose one image: the result record, its heatmap (or None) and the model-space image."""
     x = model_input(run, image)
-    probs = torch.softmax(run.engine(x[None]), 1)[0].numpy()
-    record = decide(run, probs)
+    record = diagnose(run, x[None], tta)[0]
     heat = (explain(run.model, run.cfg.model.name, run.runtime.batch(x[None])[0], record["label_index"], method)
             if heatmap else None)
     record.update({"modality": image.meta.get("modality"), "shape": list(image.shape[1:])})

@@ -117,12 +117,14 @@ def _api_router(registry: ModelRegistry, settings: ServiceSettings, pool: Infere
         request: Request,
         model: Optional[str] = Query(None, description="Model name (optional when one model is served)"),
         heatmap: bool = Query(False, description="Return the Grad-CAM heatmap as a PNG layer"),
-        explain: Literal["gradcam", "gradcam++"] = Query("gradcam", description="Heatmap method"),
+        explain: Literal["gradcam", "gradcam++", "occlusion"] = Query("gradcam", description="Heatmap method"),
         image: bool = Query(False, description="Return the image's pixels (for a viewer)"),
+        tta: bool = Query(False, description="Test-time augmentation: average over flips (and 2D rotations)"),
     ) -> dict[str, Any]:
-        """Diagnose one image sent as multipart field `file`: label, probabilities, optional heatmap."""
+        """Diagnose one image sent as multipart field `file`: label, calibrated probabilities,
+        uncertainty and "needs review" flag, optional heatmap."""
         served = model_named(model)
-        options = PredictOptions(heatmap=heatmap, method=explain, image=image)
+        options = PredictOptions(heatmap=heatmap, method=explain, image=image, tta=tta)
         start = time.perf_counter()
         async with pool.slot():
             upload = await receive_upload(request, upload_dir)

@@ -32,6 +32,7 @@ class PredictOptions:
     heatmap: bool = False
     method: str = "gradcam"
     image: bool = False  # send the image's pixels back, for a viewer
+    tta: bool = False  # test-time augmentation (classification)
 
 
 @dataclass
@@ -56,7 +57,7 @@ def classification_responder(run: LoadedRun, lock: threading.Lock) -> Responder:
 
     def predict(image: MetaTensor, options: PredictOptions) -> dict[str, Any]:
         with lock:
-            record, heat, _ = predict_image(run, image, options.heatmap, options.method)
+            record, heat, _ = predict_image(run, image, options.heatmap, options.method, options.tta)
         result: dict[str, Any] = {**record, "heatmap": None, "mask": None, "lesions": None}
         original, heat2d = matching_slice(image.detach().cpu().numpy(), heat)
         if heat2d is not None:

@@ -52,6 +52,8 @@ class Prediction(BaseModel):
     label_index: Optional[int] = None
     probabilities: Optional[dict[str, float]] = None
     threshold: Optional[float] = None
+    uncertainty: Optional[float] = Field(None, description="Predictive entropy / log K, in [0, 1] (classification)")
+    needs_review: Optional[bool] = Field(None, description="Uncertainty above the run's review threshold")
     modality: Optional[str] = None
     shape: list[int]
     heatmap: Optional[Layer] = Field(None, description="With ?heatmap=true")

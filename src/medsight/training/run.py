@@ -7,6 +7,7 @@ A run folder holds everything needed to repeat, resume, evaluate or serve the mo
     checkpoints/         last.pt (resume) and best.pt (use)
     metrics.jsonl        one line per epoch
     training_curves.png
+    calibration.json     classification: temperature scaling and review threshold fitted on val
 
 Each task (classification, segmentation) contributes a ``setup`` function that prepares its
 data, model, task and plan; the folder, runtime, processes and the loop are shared.
@@ -84,6 +85,10 @@ def _train_locked(cfg: RunConfig, run_dir: Path, resume: bool, overwrite: bool,
     if dist.is_main:
         write_history(run_dir, history)  # a kill between the last checkpoint and its log line
         write_curves(run_dir, history, setup.cfg.train.monitor)
+        if task_of(setup.cfg) == "classification":  # temperature and review threshold on val
+            from medsight.evaluation.calibrate import calibrate_run
+
+            calibrate_run(run_dir, val=setup.task.val)
     dist.barrier()
 
 

@@ -1,0 +1,87 @@
+"""``medsight calibrate``: fit a classification run's temperature and review threshold on val.
+
+Writes ``RUN/calibration.json``, which predict, evaluate and the service then use (see
+:mod:`medsight.inference.calibration`)::
+
+    temperature, ece_before, ece_after, nll_before, nll_after   on the val split, n cases
+    review_fraction, review_threshold    the normalised entropy the review_fraction most
+                                         uncertain val cases exceed ("needs review" above it)
+    tta: {views, temperature, ece_*, nll_*, review_threshold}   the same for test-time augmentation
+    checkpoint_sha256                    the checkpoint it was fitted on (stale otherwise)
+
+It runs by itself at the end of every classification training. The review threshold is chosen
+on calibrated probabilities, so at the default fraction about one case in ten of a population
+like the validation split is flagged; ``evaluation.review_threshold`` in the config overrides it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from medsight.data.prepared import PreparedSplit, prepare_data
+from medsight.data.registry import build_dataset
+from medsight.errors import ConfigError
+from medsight.evaluation.calibration import expected_calibration_error
+from medsight.inference.calibration import CALIBRATION_FILE, calibrated_softmax, fit_temperature, nll
+from medsight.inference.engine import file_sha256
+from medsight.inference.load import LoadedRun, load_run
+from medsight.inference.uncertainty import normalised_entropy, review_threshold
+from medsight.runtime.checkpoint import BEST
+from medsight.utils.atomic import write_json
+
+log = logging.getLogger(__name__)
+METHOD = "temperature scaling (Guo et al. 2017): T minimising the NLL of softmax(logits / T) on val"
+
+
+def calibrate_run(run_dir: str | Path, val: PreparedSplit | None = None, review_fraction: float | None = None,
+                  tta: bool = True) -> dict:
+    """Fit and save ``calibration.json`` for a classification run; return what was saved.
+
+    ``val``: the prepared validation split when the caller has it (training), else it is prepared
+    from the run's config. ``tta``: also fit the test-time-augmentation temperature and threshold.
+    """
+    run_dir = Path(run_dir)
+    loaded = load_run(run_dir)
+    if loaded.plan.get("task", "classification") != "classification":
+        raise ConfigError(f"{run_dir}: calibration applies to classification runs")
+    fraction = review_fraction if review_fraction is not None else loaded.cfg.evaluation.review_fraction
+    val = val if val is not None else val_split(loaded)
+    y = val.labels
+    # The identity is the first test-time view: one pass serves both fits.
+    logits = loaded.view_logits(val.images, tta=tta)
+    result = {"method": METHOD, "split": "val", "n": len(y), **_fit(logits[:1], y, fraction),
+              "review_fraction": fraction, "engine": loaded.engine.name,
+              "checkpoint_sha256": file_sha256(run_dir / "checkpoints" / BEST)}
+    if tta:
+        result["tta"] = {"views": [v.name for v in loaded.views(True)], **_fit(logits, y, fraction)}
+    write_json(run_dir / CALIBRATION_FILE, result)
+    log.info("calibration: temperature %.3f; val ECE %.3f -> %.3f, NLL %.3f -> %.3f (n = %d)",
+             result["temperature"], result["ece_before"], result["ece_after"], result["nll_before"],
+             result["nll_after"], len(y))
+    return result
+
+
+def val_split(loaded: LoadedRun) -> PreparedSplit:
+    """The run's validation split, preprocessed as the model expects."""
+    cfg = loaded.inference_config()
+    dataset = build_dataset(cfg.data, cfg.train.seed)
+    prepared, _ = prepare_data(dataset, cfg, ["val"], channels=int(loaded.plan["in_channels"]))
+    return prepared["val"]
+
+
+def _fit(logits: torch.Tensor, y: torch.Tensor, fraction: float) -> dict:
+    """Temperature, ECE and NLL before and after, and the review threshold, for views ``(V, N, K)``."""
+    t = fit_temperature(logits, y)
+    before = calibrated_softmax(logits, 1.0).mean(0).numpy()
+    after = calibrated_softmax(logits, t).mean(0).numpy()
+    labels, entropy = y.numpy(), normalised_entropy(after)
+    threshold = review_threshold(entropy, fraction)
+    return {"temperature": round(t, 6),
+            "ece_before": expected_calibration_error(labels, before),
+            "ece_after": expected_calibration_error(labels, after),
+            "nll_before": nll(logits, y, 1.0), "nll_after": nll(logits, y, t),
+            # ties (e.g. many saturated cases) can make the flagged share differ from the fraction
+            "review_threshold": threshold, "flagged_on_val": float((entropy > threshold).mean())}
