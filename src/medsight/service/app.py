@@ -122,10 +122,11 @@ def _api_router(registry: ModelRegistry, settings: ServiceSettings, pool: Infere
     ) -> dict[str, Any]:
         """Diagnose one image sent as multipart field `file`: label, probabilities, optional heatmap."""
         served = model_named(model)
-        options = PredictOptions(heatmap=heatmap, method=explain, image=image)
         start = time.perf_counter()
         async with pool.slot():
             upload = await receive_upload(request, upload_dir)
+            # a fused model's clinical values come as form fields beside the file (age=63, sex=F)
+            options = PredictOptions(heatmap=heatmap, method=explain, image=image, clinical=dict(upload.fields))
             try:
                 result, kind = await pool.run(diagnose_file, served, upload.path, options,
                                               settings.require_deidentified)

@@ -34,9 +34,10 @@ log = logging.getLogger(__name__)
 
 def _setups() -> dict[str, Callable[[RunConfig, Runtime], Setup]]:
     from medsight.training.classification import setup_classification
+    from medsight.training.fusion import setup_fusion
     from medsight.training.segmentation import setup_segmentation
 
-    return {"classification": setup_classification, "segmentation": setup_segmentation}
+    return {"classification": setup_classification, "segmentation": setup_segmentation, "fusion": setup_fusion}
 
 
 def train_run(cfg: RunConfig, out: Path | None = None, *, resume: bool = False,
@@ -54,7 +55,7 @@ def train_run(cfg: RunConfig, out: Path | None = None, *, resume: bool = False,
                                  cfg.train.threads or dist.threads(), cfg.model.spatial_dims, dist.device())
         log.info("run folder %s; %s on %s, %d threads%s", run_dir, runtime.precision, runtime.device,
                  runtime.threads, f", {dist.world_size} processes" if dist.enabled else "")
-        setup = _setups()[cfg.task](cfg, runtime)
+        setup = _setups()["fusion" if cfg.data.clinical else cfg.task](cfg, runtime)  # images + table
         if dist.is_main:
             save_config(cfg, run_dir / CONFIG_FILE)
             write_json(run_dir / PLAN_FILE, {**setup.plan, "runtime": runtime.describe(),
