@@ -164,7 +164,9 @@ def evaluate(
 @_user_errors
 def predict(
     run: Path = typer.Argument(..., help="Run folder made by `medsight train`."),
-    inputs: list[Path] = typer.Argument(..., help="Images (DICOM, NIfTI, PNG/JPEG) or folders of them."),
+    inputs: Optional[list[Path]] = typer.Argument(None, help="Images (DICOM, NIfTI, PNG/JPEG) or folders of them."),
+    cases: Optional[Path] = typer.Option(None, "--cases", help="CSV of whole cases instead (one row each: "
+                                         "path, path_<name>, clinical columns), for runs trained on them."),
     out: Path = typer.Option(Path("predictions"), "--out", help="Output folder (a rerun resumes in it)."),
     no_heatmap: bool = typer.Option(False, "--no-heatmap", help="Skip the heatmaps."),
     explain: str = typer.Option("gradcam", help="Heatmap method: gradcam, gradcam++ or occlusion."),
@@ -177,11 +179,20 @@ def predict(
     Large folders stream through in batches; a rerun into the same --out skips finished inputs.
     Example: medsight predict runs/demo study1.dcm series_folder/ --out preds
              medsight predict runs/demo scans/ --tta --explain occlusion
+             medsight predict runs/mr-fusion --cases cases.csv --out preds   (columns path,path_t2,age,sex)
     """
     from medsight.inference.batch import PREDICTIONS_FILE, predict_paths
 
-    report = predict_paths(run, inputs, out, heatmaps=not no_heatmap, method=explain, workers=workers,
-                           fail_fast=_state["debug"], tta=tta)
+    if bool(inputs) == (cases is not None):
+        raise MedsightError("give images to predict, or --cases CSV (not both)")
+    if cases is not None:
+        from medsight.inference.cases import predict_cases
+
+        report = predict_cases(run, cases, out, heatmaps=not no_heatmap, method=explain, fail_fast=_state["debug"],
+                               tta=tta)
+    else:
+        report = predict_paths(run, inputs, out, heatmaps=not no_heatmap, method=explain, workers=workers,
+                               fail_fast=_state["debug"], tta=tta)
     if len(report.results) <= 20:
         for r in report.results:
             review = "  needs review" if r.get("needs_review") else ""

@@ -41,6 +41,12 @@ class DataConfig(_Strict):
     bad_files: Literal["fail", "skip"] = "fail"
     patient_from: Literal["file", "prefix"] = "file"  # folder data sets: file stem before "_"
     require_deidentified: bool = False
+    # manifest columns holding each case's images, stacked as channels in this order; the first
+    # must be `path` (the grid the others are resampled to). None: path, then every path_<name>.
+    images: Optional[list[str]] = None
+    # manifest columns of clinical values (age, sex, labs) fused with the image (models/fusion.py)
+    clinical: list[str] = Field(default_factory=list)
+    clinical_categorical: list[str] = Field(default_factory=list)  # categories even if they look numeric
     synthetic: SyntheticConfig = SyntheticConfig()
 
     @model_validator(mode="after")
@@ -51,7 +57,22 @@ class DataConfig(_Strict):
             raise ValueError("data.split_fractions must sum to 1")
         if self.folds == 1 or (self.folds and self.fold >= self.folds):
             raise ValueError(f"data.fold must be below data.folds ({self.folds}), and folds 0 (off) or >= 2")
+        _check_case_columns(self)
         return self
+
+
+def _check_case_columns(cfg: DataConfig) -> None:
+    """Several images or clinical columns per case come from a manifest's columns."""
+    if (cfg.images is not None or cfg.clinical) and cfg.dataset != "manifest":
+        raise ValueError("data.images and data.clinical name manifest columns; use data.dataset: manifest")
+    if cfg.images is not None and (not cfg.images or cfg.images[0] != "path"):
+        raise ValueError("data.images must start with path (the image the others are resampled to)")
+    for key, names in (("data.images", cfg.images or []), ("data.clinical", cfg.clinical)):
+        if len(set(names)) != len(names):
+            raise ValueError(f"{key} names a column twice")
+    stray = sorted(set(cfg.clinical_categorical) - set(cfg.clinical))
+    if stray:
+        raise ValueError(f"data.clinical_categorical names columns not in data.clinical: {', '.join(stray)}")
 
 
 class WindowConfig(_Strict):

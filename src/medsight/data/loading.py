@@ -80,9 +80,26 @@ def _load_item(item: Item, require_deidentified: bool) -> Item:
             source = str(meta.get("source", item.get("id", ""))) if is_tensor else value
             raise InputFileError(source, NOT_DEIDENTIFIED)
         result[key] = image
+    if item.get("extra_images"):  # several images per case: stacked as channels on the first's grid
+        result["image"] = _stack_case(result["image"], item, require_deidentified)
+        del result["extra_images"]  # stacked now; loading the item again must not stack twice
     if item.get("mask") is not None:
         check_mask_matches(result["image"], result["mask"], item)
     return result
+
+
+def _stack_case(first, item: Item, require_deidentified: bool):
+    from medsight.transforms.stacking import stack_on_grid
+
+    images, sources = [first], [str(first.meta.get("source", item.get("id", "")))]
+    for value in item["extra_images"]:
+        image = value if isinstance(value, torch.Tensor) else read_image(value)
+        source = str(getattr(image, "meta", {}).get("source", value))
+        if require_deidentified and not is_deidentified(getattr(image, "meta", {})):
+            raise InputFileError(source, NOT_DEIDENTIFIED)
+        images.append(image)
+        sources.append(source)
+    return stack_on_grid(images, sources)
 
 
 def check_mask_matches(image, mask, item: Item) -> None:

@@ -8,6 +8,11 @@
 - ``split`` (optional): ``train``/``val``/``test``; without it, :func:`patient_split` decides.
 - ``mask`` (optional; segmentation): the label map of the image, same grid. With a ``mask``
   column the ``label`` column may be left out.
+- ``path_<name>`` (optional): more images of the same case (MR sequences, image pairs), stacked
+  after ``path`` as channels in column order (or as ``data.images`` lists them); each is
+  resampled to ``path``'s grid when it is read (``medsight.transforms.stacking``).
+- clinical columns named in ``data.clinical`` (optional): values such as age, sex or a lab
+  result; empty cells are missing values (imputed, see ``medsight.transforms.clinical``).
 
 Files are not opened here; :func:`medsight.data.loading.load_items` reads them.
 """
@@ -28,30 +33,22 @@ REQUIRED_COLUMNS = ("path", "label", "patient_id")  # "label" optional when ther
 def manifest_dataset(
     csv_path: str | Path, *, seed: int = 0, fractions: Sequence[float] = DEFAULT_FRACTIONS,
     unsplit: str | None = None,
+    images: Sequence[str] | None = None, clinical: Sequence[str] = (),
 ) -> SplitData:
     """Items per split from a manifest CSV (see the module docstring for its columns).
 
     Without a ``split`` column, rows are split by patient, or all go to ``unsplit`` when it
-    is given (an external test set evaluated as a whole).
+    is given (an external test set evaluated as a whole). ``images``: the columns stacked as
+    channels (None: ``path`` and every ``path_<name>``); ``clinical``: columns kept per item.
     """
     csv_path = Path(csv_path)
-    rows = _read_rows(csv_path)
-    has_mask = "mask" in rows[0]
+    rows, columns = _read_rows(csv_path, images, clinical)
     if "label" in rows[0]:
         labels, class_names = encode_labels([row["label"] for row in rows], csv_path)
     else:  # a segmentation manifest; class names come from the masks (the planner)
         labels, class_names = [0] * len(rows), []
-    root = csv_path.parent
-    items: list[Item] = [
-        {
-            "image": str(_resolve(root, row["path"])),
-            "label": label,
-            "patient_id": row["patient_id"],
-            "id": row["path"],
-            **({"mask": str(_resolve(root, row["mask"]))} if has_mask else {}),
-        }
-        for row, label in zip(rows, labels)
-    ]
+    items = [{**_case_item(csv_path.parent, row, columns, clinical), "label": label,
+              "patient_id": row["patient_id"]} for row, label in zip(rows, labels)]
     patients = [item["patient_id"] for item in items]
     if "split" in rows[0]:
         splits = [row["split"] for row in rows]
@@ -70,8 +67,41 @@ def manifest_dataset(
     for item, split in zip(items, splits):
         per_split[split].append(item)
     return SplitData(
-        per_split["train"], per_split["val"], per_split["test"], class_names=class_names
+        per_split["train"], per_split["val"], per_split["test"], class_names=class_names,
+        image_columns=columns,
     )
+
+
+def case_items(csv_path: str | Path, images: Sequence[str], clinical: Sequence[str] = ()) -> list[Item]:
+    """Cases to predict from a CSV with the image columns a run was trained on (``path``,
+    ``path_<name>``...) and its clinical columns; labels and patient IDs are not needed."""
+    csv_path = Path(csv_path)
+    rows, columns = _read_rows(csv_path, images, clinical, required=("path",))
+    return [{**_case_item(csv_path.parent, row, columns, clinical), "label": -1} for row in rows]
+
+
+def _case_item(root: Path, row: dict[str, str], columns: Sequence[str], clinical: Sequence[str]) -> Item:
+    """One row's image path(s), clinical values and mask; ``id`` is the row's ``path`` as written."""
+    item: Item = {"image": str(_resolve(root, row["path"])), "id": row["path"]}
+    if len(columns) > 1:
+        item["extra_images"] = [str(_resolve(root, row[c])) for c in columns[1:]]
+    if clinical:
+        item["clinical"] = {c: row[c] for c in clinical}
+    if "mask" in row:
+        item["mask"] = str(_resolve(root, row["mask"]))
+    return item
+
+
+def image_columns(columns: Sequence[str], images: Sequence[str] | None, source: Path) -> list[str]:
+    """The columns stacked as channels: ``images`` if given, else ``path`` and every
+    ``path_<name>`` column in the CSV's order."""
+    if images is None:
+        return ["path", *[c for c in columns if c.startswith("path_")]]
+    missing = [c for c in images if c not in columns]
+    if missing:
+        raise InputFileError(source, f"missing image column(s) {', '.join(missing)} (data.images); "
+                                     f"found {', '.join(columns)}")
+    return list(images)
 
 
 def encode_labels(values: Sequence[str], source: str | Path) -> tuple[list[int], list[str]]:
@@ -87,8 +117,10 @@ def encode_labels(values: Sequence[str], source: str | Path) -> tuple[list[int],
     return ints, [str(i) for i in range(max(ints) + 1)]
 
 
-def _read_rows(csv_path: Path) -> list[dict[str, str]]:
-    """Stripped, non-blank rows with the wanted columns; the split, if any, lower-cased."""
+def _read_rows(csv_path: Path, images: Sequence[str] | None = None, clinical: Sequence[str] = (),
+               required: Sequence[str] = REQUIRED_COLUMNS) -> tuple[list[dict[str, str]], list[str]]:
+    """Stripped, non-blank rows with the wanted columns (the split, if any, lower-cased), and
+    the image columns. Image cells must be filled; clinical cells may be empty (missing)."""
     try:
         # utf-8-sig: spreadsheet programs prepend a byte-order mark to the header.
         with open(csv_path, newline="", encoding="utf-8-sig") as fh:
@@ -101,13 +133,14 @@ def _read_rows(csv_path: Path) -> list[dict[str, str]]:
         raise InputFileError(csv_path, f"unreadable CSV: {exc}") from None
     if not columns:
         raise InputFileError(csv_path, "empty manifest CSV (expected header path,label,patient_id)")
-    required = [c for c in REQUIRED_COLUMNS if not (c == "label" and "mask" in columns)]
-    missing = [c for c in required if c not in columns]
+    required = [c for c in required if not (c == "label" and "mask" in columns)]
+    missing = [c for c in [*required, *clinical] if c not in columns]
     if missing:
         raise InputFileError(
             csv_path, f"missing column(s) {', '.join(missing)}; found {', '.join(columns)}"
         )
-    wanted = [*required, *[c for c in ("split", "mask") if c in columns]]
+    images = image_columns(columns, images, csv_path)
+    wanted = [*required, *[c for c in ("split", "mask") if c in columns], *images[1:]]
     rows = []
     for line, raw in raw_rows:
         row = {(k or "").strip(): (v or "").strip() for k, v in raw.items() if isinstance(v, str)}
@@ -118,10 +151,10 @@ def _read_rows(csv_path: Path) -> list[dict[str, str]]:
             raise InputFileError(csv_path, f"line {line}: empty {', '.join(empty)}")
         if "split" in row:
             row["split"] = _split_name(row["split"], line, csv_path)
-        rows.append({c: row[c] for c in wanted})
+        rows.append({c: row.get(c, "") for c in [*wanted, *clinical]})
     if not rows:
         raise InputFileError(csv_path, "manifest CSV has a header but no rows")
-    return rows
+    return rows, images
 
 
 def _split_name(value: str, line: int, csv_path: Path) -> str:

@@ -31,6 +31,7 @@ class PreparedSplit:
     sources: list[str]
     masks: torch.Tensor | None = None
     source_spacings: list[tuple[float, ...]] | None = None  # before resampling
+    clinical: list[dict[str, str]] | None = None  # raw clinical values per case (data.clinical)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -69,6 +70,7 @@ def prepare_items(items: list[Item], preprocess: Compose, spatial_dims: int,
         sources=sources,
         masks=torch.stack(masks) if mask_key else None,
         source_spacings=spacings,
+        clinical=[dict(it["clinical"]) for it in items] if "clinical" in items[0] else None,
     )
 
 

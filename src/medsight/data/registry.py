@@ -27,7 +27,8 @@ def _medmnist(cfg: DataConfig, seed: int, unsplit: str | None) -> SplitData:
 def _manifest(cfg: DataConfig, seed: int, unsplit: str | None) -> SplitData:
     from medsight.data.manifest import manifest_dataset
 
-    return manifest_dataset(_existing(cfg.path), seed=seed, fractions=cfg.split_fractions, unsplit=unsplit)
+    return manifest_dataset(_existing(cfg.path), seed=seed, fractions=cfg.split_fractions, unsplit=unsplit,
+                            images=cfg.images, clinical=cfg.clinical)
 
 
 def _folder(cfg: DataConfig, seed: int, unsplit: str | None) -> SplitData:

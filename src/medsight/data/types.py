@@ -30,6 +30,7 @@ class SplitData:
     test: list[Item]
     class_names: list[str]
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (source, problem)
+    image_columns: list[str] = field(default_factory=list)  # manifest columns stacked as channels
 
     def split(self, name: str) -> list[Item]:
         if name not in SPLITS:

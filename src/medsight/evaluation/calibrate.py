@@ -69,7 +69,7 @@ def val_split(loaded: LoadedRun) -> PreparedSplit:
     cfg = loaded.inference_config()
     dataset = build_dataset(cfg.data, cfg.train.seed)
     prepared, _ = prepare_data(dataset, cfg, ["val"], channels=int(loaded.plan["in_channels"]))
-    return prepared["val"]
+    return loaded.with_clinical(prepared["val"])  # fused runs: + table
 
 
 def _fit(logits: torch.Tensor, y: torch.Tensor, fraction: float) -> dict:

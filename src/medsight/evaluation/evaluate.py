@@ -65,6 +65,7 @@ def evaluate_run(run: Path, split: str = "test", data: Path | None = None,
         raise ConfigError("--target-sensitivity applies to binary tasks only")
     splits = [split] + (["val"] if target_sensitivity is not None and split != "val" else [])
     prepared, _ = prepare_data(dataset, cfg, splits, channels=int(loaded.plan["in_channels"]))
+    prepared = {name: loaded.with_clinical(part) for name, part in prepared.items()}  # fused runs: + table
 
     logits: dict[str, torch.Tensor] = {}  # (views, N, K) per split, for the trust metrics
 

@@ -31,7 +31,7 @@ from medsight.errors import ConfigError, InputFileError, MedsightError
 from medsight.inference.explain import METHODS, explain
 from medsight.inference.load import LoadedRun, load_run
 from medsight.inference.overlay import overlay_png
-from medsight.inference.predict import diagnose, expand_inputs, model_input
+from medsight.inference.predict import check_single_image, diagnose, expand_inputs, model_input
 from medsight.io import read_image
 from medsight.utils.atomic import write_bytes, write_json
 from medsight.utils.paths import safe_stem
@@ -60,6 +60,7 @@ def predict_paths(run_dir: Path, inputs: Sequence[Path], out_dir: Path, heatmaps
     if heatmaps and method not in METHODS:
         raise ConfigError(f"unknown explanation method {method!r}; choose {', '.join(METHODS)}")
     run = load_run(run_dir)
+    check_single_image(run)  # runs on several images or clinical values take --cases (cases.py)
     out_dir = Path(out_dir)
     paths = expand_inputs(list(inputs), run.spatial_dims)
     journal = Journal(out_dir / JOURNAL_FILE)

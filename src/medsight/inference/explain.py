@@ -25,7 +25,7 @@ from monai.visualize import GradCAM, GradCAMpp, OcclusionSensitivity
 from torch import nn
 
 from medsight.errors import ConfigError
-from medsight.models import model_spec
+from medsight.models.registry import cam_layer
 
 CAMS = {"gradcam": GradCAM, "gradcam++": GradCAMpp}
 METHODS = (*CAMS, "occlusion")
@@ -93,14 +93,18 @@ def explain(model: nn.Module, model_name: str, image: torch.Tensor, class_index:
             method: str = "gradcam") -> np.ndarray:
     """Heatmap in [0, 1] with the spatial shape of ``image`` (C, *spatial), for one class.
 
+    For a fused model ``image`` is a one-case ``FusionBatch`` (images and table); the map
+    explains the image branch.
+
     Computed in fp32 (no autocast): bf16 gradients make coarse maps noisy for no gain here.
     """
     if method not in METHODS:
         raise ConfigError(f"unknown explanation method {method!r}; choose {', '.join(METHODS)}")
+    layer_name = cam_layer(model, model_name)  # a fused model's is inside its image backbone
     x = image[None].to(next(model.parameters()).device, torch.float32).contiguous()
     if method == "occlusion":
         return occlusion_map(model, x, class_index)
-    layer_name = model_spec(model_name).cam_layer
+    layer_name = cam_layer(model, model_name)  # a fused model's is inside its image backbone
     with _cam_session(model, model.get_submodule(layer_name)), warnings.catch_warnings():
         cam = CAMS[method](nn_module=_Contrastive(model).eval(), target_layers="net." + layer_name,
                               postprocessing=_unit_range)

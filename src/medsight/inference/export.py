@@ -49,6 +49,9 @@ def export_run(run_dir: str | Path, fmt: str = "onnx", quantize: str | None = No
         raise ConfigError(f"unknown quantisation {quantize!r}; choose int8 (or none)")
     run_dir = Path(run_dir)
     run = load_run(run_dir, prefer_onnx=False)
+    if run.clinical is not None:  # two inputs (images + table): not wired through export and engines yet
+        raise ConfigError(f"{run_dir}: export of runs fused with clinical columns is not supported yet; "
+                          "predict, evaluate and serve run them in PyTorch")
     model = copy.deepcopy(run.model).float().to(memory_format=torch.contiguous_format).eval()
     shape = [int(run.plan["in_channels"]), *map(int, run.plan["input_shape"])]
     example = torch.rand(2, *shape, generator=torch.Generator().manual_seed(0))

@@ -11,16 +11,19 @@ from monai.transforms import Compose
 from torch import nn
 
 from medsight.config import RunConfig
+from medsight.data.prepared import PreparedSplit
 from medsight.inference.calibration import Calibration, calibrated_softmax, read_calibration, rescale_threshold
 from medsight.inference.engine import Engine, OnnxEngine, TorchEngine, exported_model
 from medsight.inference.ensemble import EnsembleEngine, is_ensemble, member_folders
 from medsight.inference.tta import IDENTITY, View, tta_views, view_logits
 from medsight.models import build_model
+from medsight.models.fusion import fusion_model
 from medsight.planning import apply_plan
 from medsight.runtime import Runtime
 from medsight.runtime.checkpoint import BEST, load_checkpoint
 from medsight.runtime.run_folder import read_run
 from medsight.transforms import preprocessing
+from medsight.transforms.clinical import ClinicalEncoder, with_clinical
 
 
 @dataclass
@@ -59,6 +62,22 @@ class LoadedRun:
             self._preprocess = preprocessing(cfg.transforms, self.spatial_dims,
                                              cfg.transforms.channels or int(self.plan["in_channels"]))
         return self._preprocess
+
+    @property
+    def image_columns(self) -> list[str]:
+        """The manifest columns a case's images come from, in channel order (``path`` alone
+        for runs trained on one image per case)."""
+        return list(self.plan.get("image_columns") or ["path"])
+
+    @property
+    def clinical(self) -> ClinicalEncoder | None:
+        """The clinical encoder fitted on the training split, for fused runs; else None."""
+        return ClinicalEncoder.from_plan(self.plan["clinical"]) if self.plan.get("clinical") else None
+
+    def with_clinical(self, split: PreparedSplit) -> PreparedSplit:
+        """A prepared split as the model reads it: paired with its encoded table for fused runs."""
+        encoder = self.clinical
+        return split if encoder is None else with_clinical(split, encoder)
 
     def threshold(self) -> float:
         """Decision threshold: one chosen by ``evaluate --target-sensitivity``, else the config's.
@@ -109,11 +128,15 @@ def load_run(run_dir: str | Path, checkpoint: str = BEST, prefer_onnx: bool = Tr
         engine = EnsembleEngine([m.engine for m in members], [m.temperature() for m in members])
         return LoadedRun(run_dir, first.cfg, first.plan, first.model, first.runtime, engine, members=members)
     cfg, plan = read_run(run_dir)
-    cfg = apply_plan(cfg, plan.get("planned", {}))
+    planned = dict(plan.get("planned", {}))
+    if plan.get("image_columns"):  # another manifest must give the trained images, in this order
+        planned["data.images"] = plan["image_columns"]
+    cfg = apply_plan(cfg, planned)
     runtime = Runtime.create(cfg.train.precision, cfg.train.channels_last, cfg.train.threads,
                              plan["spatial_dims"])
-    model = build_model(cfg.model.name, plan["in_channels"], len(plan["class_names"]),
-                        plan["spatial_dims"], **cfg.model.options)
+    args = (cfg.model.name, plan["in_channels"], len(plan["class_names"]), plan["spatial_dims"])
+    model = (fusion_model(*args, plan["fusion"]["table_features"], **cfg.model.options) if plan.get("fusion")
+             else build_model(*args, **cfg.model.options))
     checkpoint_file = run_dir / "checkpoints" / checkpoint
     state = load_checkpoint(checkpoint_file)
     model.load_state_dict(state["model"])

@@ -6,16 +6,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
 from monai.data import MetaTensor
 
-from medsight.errors import InputFileError
+from medsight.errors import InputFileError, MedsightError
 from medsight.inference.explain import explain
 from medsight.inference.load import LoadedRun
 from medsight.inference.uncertainty import uncertainty_records
+from medsight.models.fusion import FusionBatch
 
 
 def expand_inputs(inputs: Sequence[Path], spatial_dims: int) -> list[Path]:
@@ -33,11 +34,42 @@ def expand_inputs(inputs: Sequence[Path], spatial_dims: int) -> list[Path]:
     return paths
 
 
-def model_input(run: LoadedRun, image: MetaTensor) -> torch.Tensor:
-    """The image as the model sees it: the run's preprocessing, fitted to the trained size."""
+def model_input(run: LoadedRun, image: MetaTensor, clinical: Mapping[str, str] | None = None
+                ) -> torch.Tensor | FusionBatch:
+    """The image as the model sees it: the run's preprocessing, fitted to the trained size.
+
+    ``image`` holds every image of the case stacked as channels (``load_items`` does that for
+    cases with several); fused runs need the case's ``clinical`` values (a missing key is an
+    error, an empty value a missing value) and get a one-case ``FusionBatch``.
+    """
     from medsight.data.prepared import prepare_items
 
-    return prepare_items([{"image": image, "label": -1}], run.preprocess(), run.spatial_dims).images[0]
+    item = {"image": image, "label": -1, **({"clinical": dict(clinical)} if clinical is not None else {})}
+    if run.clinical is not None:
+        absent = [c for c in run.clinical.names if clinical is None or c not in clinical]
+        if absent:
+            raise MedsightError(f"the model also reads clinical values: give {', '.join(absent)} "
+                                "(an empty value counts as missing)")
+    return run.with_clinical(prepare_items([item], run.preprocess(), run.spatial_dims)).images[0]
+
+
+def image_part(x: torch.Tensor | FusionBatch) -> torch.Tensor:
+    """The preprocessed image of a model input (for overlays and viewers)."""
+    return x.images if isinstance(x, FusionBatch) else x
+
+
+def check_single_image(run: LoadedRun, clinical_given: bool = False) -> None:
+    """A run trained on several images per case, or on clinical values too, cannot read an
+    image alone: say how to give it whole cases."""
+    columns = run.image_columns + (run.clinical.names if run.clinical is not None else [])
+    if len(run.image_columns) > 1:
+        what = f"{len(run.image_columns)} images per case ({', '.join(run.image_columns)})"
+    elif run.clinical is not None and not clinical_given:
+        what = f"clinical values too ({', '.join(run.clinical.names)})"
+    else:
+        return
+    raise MedsightError(f"the model reads {what}; give cases as a CSV with columns {','.join(columns)}: "
+                        "medsight predict RUN --cases cases.csv")
 
 
 def decide(run: LoadedRun, probs: np.ndarray) -> dict:
@@ -52,7 +84,7 @@ def decide(run: LoadedRun, probs: np.ndarray) -> dict:
             "probabilities": {n: round(float(p), 6) for n, p in zip(names, probs)}, "threshold": threshold}
 
 
-def diagnose(run: LoadedRun, images: torch.Tensor, tta: bool = False) -> list[dict]:
+def diagnose(run: LoadedRun, images: torch.Tensor | FusionBatch, tta: bool = False) -> list[dict]:
     """For each model-space image of a batch: label, calibrated probabilities, threshold,
     uncertainty and the "needs review" flag (``tta``: averaged over test-time views)."""
     views = run.probabilities(images, tta).numpy()
@@ -61,11 +93,21 @@ def diagnose(run: LoadedRun, images: torch.Tensor, tta: bool = False) -> list[di
 
 
 def predict_image(run: LoadedRun, image: MetaTensor, heatmap: bool = True, method: str = "gradcam",
-                  tta: bool = False) -> tuple[dict, np.ndarray | None, np.ndarray]:
-    """Diagnose one image: the result record, its heatmap (or None) and the model-space image."""
-    x = model_input(run, image)
+                  tta: bool = False, clinical: Mapping[str, str] | None = None
+                  ) -> tuple[dict, np.ndarray | None, np.ndarray]:
+    """Diagnose one image (and, for fused runs, its ``clinical`` values): the result record,
+    its heatmap (or None) and the model-space image."""
+    check_single_image(run, clinical is not None)
+    return predict_case(run, image, heatmap, method, tta, clinical)
+
+
+def predict_case(run: LoadedRun, image: MetaTensor, heatmap: bool = True, method: str = "gradcam",
+                 tta: bool = False, clinical: Mapping[str, str] | None = None
+                 ) -> tuple[dict, np.ndarray | None, np.ndarray]:
+    """:func:`predict_image` for a case whose images are already stacked (``load_items``)."""
+    x = model_input(run, image, clinical)
     record = diagnose(run, x[None], tta)[0]
     heat = (explain(run.model, run.cfg.model.name, run.runtime.batch(x[None])[0], record["label_index"], method)
             if heatmap else None)
     record.update({"modality": image.meta.get("modality"), "shape": list(image.shape[1:])})
-    return record, heat, x.numpy()
+    return record, heat, image_part(x).numpy()

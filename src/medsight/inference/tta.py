@@ -22,6 +22,7 @@ from monai.transforms import Rotate
 
 from medsight.errors import ConfigError
 from medsight.inference.engine import Engine, run_batches
+from medsight.models.fusion import FusionBatch
 
 ROTATION_DEGREES = 10.0
 
@@ -67,11 +68,18 @@ def view_logits(engine: Engine, images: torch.Tensor, views: Sequence[View] = (I
         raise ConfigError("test-time augmentation needs at least one view")
     out = []
     for start in range(0, len(images), batch_size):
-        batch = images[start:start + batch_size].float()
-        out.append(torch.stack([run_batches(engine, view(batch), batch_size) for view in views]))
+        batch = images[start:start + batch_size]
+        out.append(torch.stack([run_batches(engine, _on_images(view, batch), batch_size) for view in views]))
     if not out:
         raise ConfigError("no images to predict")
     return torch.cat(out, dim=1)
+
+
+def _on_images(view: View, batch):
+    """The view of an image batch, or of a ``FusionBatch``'s images (its table rows unchanged)."""
+    if isinstance(batch, FusionBatch):
+        return FusionBatch(view(batch.images.float()), batch.table)
+    return view(batch.float())
 
 
 def _rotate(x: torch.Tensor, degrees: float) -> torch.Tensor:

@@ -96,6 +96,12 @@ def model_spec(name: str) -> ModelSpec:
         raise ConfigError(f"unknown model {name!r}; known: {', '.join(MODELS)}") from None
 
 
+def cam_layer(model: nn.Module, name: str) -> str:
+    """The layer Grad-CAM explains: the model's own ``cam_layer`` (a fused model names its
+    backbone's layer), else the registry's for ``name``."""
+    return getattr(model, "cam_layer", "") or model_spec(name).cam_layer
+
+
 def build_model(name: str, in_channels: int, num_classes: int, spatial_dims: int = 2,
                 input_size: tuple[int, ...] | None = None, **options: Any) -> nn.Module:
     """Instantiate a registered net, checking dims and input size first for a clear error."""

@@ -124,10 +124,12 @@ def _api_router(registry: ModelRegistry, settings: ServiceSettings, pool: Infere
         """Diagnose one image sent as multipart field `file`: label, calibrated probabilities,
         uncertainty and "needs review" flag, optional heatmap."""
         served = model_named(model)
-        options = PredictOptions(heatmap=heatmap, method=explain, image=image, tta=tta)
         start = time.perf_counter()
         async with pool.slot():
             upload = await receive_upload(request, upload_dir)
+            # a fused model's clinical values come as form fields beside the file (age=63, sex=F)
+            options = PredictOptions(heatmap=heatmap, method=explain, image=image, tta=tta,
+                                     clinical=dict(upload.fields))
             try:
                 result, kind = await pool.run(diagnose_file, served, upload.path, options,
                                               settings.require_deidentified)

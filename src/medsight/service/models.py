@@ -22,6 +22,7 @@ from medsight.inference.load import LoadedRun, load_run
 from medsight.inference.overlay import matching_slice
 from medsight.inference.predict import predict_image
 from medsight.inference.segment import segment_image
+from medsight.service.errors import ApiError
 from medsight.service.payload import display_image, heatmap_layer, lesion_rows, mask_layer
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ class PredictOptions:
     method: str = "gradcam"
     image: bool = False  # send the image's pixels back, for a viewer
     tta: bool = False  # test-time augmentation (classification)
+    clinical: dict[str, str] | None = None  # form fields; a fused model reads its clinical columns from them
 
 
 @dataclass
@@ -54,10 +56,18 @@ Responder = Callable[[MetaTensor, PredictOptions], dict[str, Any]]
 
 def classification_responder(run: LoadedRun, lock: threading.Lock) -> Responder:
     """``predict`` for a classifier: label, probabilities, optional heatmap layer and image pixels."""
+    encoder = run.clinical
 
     def predict(image: MetaTensor, options: PredictOptions) -> dict[str, Any]:
+        clinical = None
+        if encoder is not None:
+            clinical = options.clinical or {}
+            absent = [c for c in encoder.names if c not in clinical]
+            if absent:
+                raise ApiError(422, f"this model also reads clinical values: send the form field(s) "
+                                    f"{', '.join(absent)} with the file (an empty value counts as missing)")
         with lock:
-            record, heat, _ = predict_image(run, image, options.heatmap, options.method, options.tta)
+            record, heat, _ = predict_image(run, image, options.heatmap, options.method, options.tta, clinical)
         result: dict[str, Any] = {**record, "heatmap": None, "mask": None, "lesions": None}
         original, heat2d = matching_slice(image.detach().cpu().numpy(), heat)
         if heat2d is not None:
@@ -114,6 +124,8 @@ def run_info(run: LoadedRun, task: str) -> dict[str, Any]:
         "threshold": run.threshold() if len(run.class_names) == 2 else None,
         "explain_methods": list(METHODS) if task == "classification" else [],
         "model": run.cfg.model.name,
+        "image_columns": run.image_columns,  # more than one: cases of several images (not served)
+        "clinical": run.clinical.names if run.clinical is not None else [],  # form fields it reads
     }
 
 
@@ -123,6 +135,9 @@ def serve_run(run_dir: Path, name: str | None = None) -> ServedModel:
     if task not in RESPONDERS:
         raise ConfigError(f"{run_dir}: the service cannot serve {task!r} models yet "
                           f"(it serves: {', '.join(RESPONDERS)})")
+    if len(run.image_columns) > 1:
+        raise ConfigError(f"{run_dir}: the model reads {len(run.image_columns)} images per case; the service "
+                          "takes one image per request (use `medsight predict RUN --cases cases.csv`)")
     lock = threading.Lock()
     return ServedModel(name or Path(run_dir).name, task, run_info(run, task), RESPONDERS[task](run, lock), run, lock)
 

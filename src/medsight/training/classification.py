@@ -66,6 +66,7 @@ def make_plan(cfg: RunConfig, data: SplitData, prepared: dict[str, PreparedSplit
         "task": "classification",
         "class_names": data.class_names,
         "in_channels": channels,
+        **({"image_columns": data.image_columns} if data.image_columns else {}),  # manifest: channel order
         "spatial_dims": cfg.model.spatial_dims,
         "input_shape": list(train.images.shape[2:]),
         "source_spacing_median": np.median(train.source_spacings, axis=0).round(4).tolist(),

@@ -36,15 +36,19 @@ log = logging.getLogger(__name__)
 def _setups() -> dict[str, Callable[[RunConfig, Runtime], Setup]]:
     from medsight.training.classification import setup_classification
     from medsight.training.detection import setup_detection
+    from medsight.training.fusion import setup_fusion
     from medsight.training.segmentation import setup_segmentation
 
     return {"classification": setup_classification, "segmentation": setup_segmentation,
-            "detection": setup_detection}
+            "detection": setup_detection, "fusion": setup_fusion}
 
 
 def task_of(cfg: RunConfig) -> str:
-    """The run's task: box detection for VOC-layout data, else ``cfg.task``."""
-    return "detection" if cfg.data.dataset == "voc" else cfg.task
+    """The setup a run takes: box detection for VOC-layout data, image + table fusion for
+    manifests with clinical columns, else ``cfg.task``."""
+    if cfg.data.dataset == "voc":
+        return "detection"
+    return "fusion" if cfg.data.clinical else cfg.task  # images + table
 
 
 def train_run(cfg: RunConfig, out: Path | None = None, *, resume: bool = False,
@@ -85,7 +89,7 @@ def _train_locked(cfg: RunConfig, run_dir: Path, resume: bool, overwrite: bool,
     if dist.is_main:
         write_history(run_dir, history)  # a kill between the last checkpoint and its log line
         write_curves(run_dir, history, setup.cfg.train.monitor)
-        if task_of(setup.cfg) == "classification":  # temperature and review threshold on val
+        if task_of(setup.cfg) in ("classification", "fusion"):  # temperature and review threshold on val
             from medsight.evaluation.calibrate import calibrate_run
 
             calibrate_run(run_dir, val=setup.task.val)
