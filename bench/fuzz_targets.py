@@ -80,10 +80,10 @@ def target_read_image(case_path: Path, scratch: Path) -> Outcome:
 
 
 def target_predict(case_path: Path, scratch: Path) -> Outcome:
-    from medsight.inference import predict
+    from medsight.inference.batch import predict_paths
 
-    results = predict.predict_paths(RUN_DIR, [case_path], scratch / "predict", heatmaps=True)
-    return Outcome("accepted", [f"{len(results)} prediction(s)"])
+    report = predict_paths(RUN_DIR, [case_path], scratch / "predict", heatmaps=True, fail_fast=True)
+    return Outcome("accepted", [f"{len(report.results)} prediction(s)"])
 
 
 def target_deid(case_path: Path, scratch: Path) -> Outcome:

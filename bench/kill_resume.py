@@ -132,9 +132,12 @@ def same_weights(a: Path, b: Path) -> bool:
         for k in wa)
 
 
+TIMINGS = {"seconds", "train_images_per_second"}  # wall-clock figures, not results
+
+
 def same_history(a: Path, b: Path) -> bool:
     def rows(run: Path) -> list[dict]:
-        return [{k: v for k, v in json.loads(line).items() if k != "seconds"}
+        return [{k: v for k, v in json.loads(line).items() if k not in TIMINGS}
                 for line in (run / "metrics.jsonl").read_text().splitlines()]
 
     return rows(a) == rows(b)

@@ -56,11 +56,13 @@ def test_target_sensitivity_sets_the_threshold_predict_uses(run_copy, slice_file
 
 @pytest.mark.parametrize("threshold, label", [(0.001, "nodule"), (0.999, "no nodule")])
 def test_saved_decision_threshold_drives_the_label(run_copy, slice_files, tmp_path, threshold, label):
-    (run_copy / "decision.json").write_text(json.dumps({"threshold": threshold}))
+    # a threshold chosen on the run's current calibration (evaluate records its temperature)
+    temperature = json.loads((run_copy / "calibration.json").read_text())["temperature"]
+    (run_copy / "decision.json").write_text(json.dumps({"threshold": threshold, "temperature": temperature}))
     result = invoke("predict", run_copy, slice_files["dicom"], "--out", tmp_path / "p", "--no-heatmap")
     assert result.exit_code == 0, (result.output, result.exception)
     [record] = json.loads((tmp_path / "p" / "predictions.json").read_text())
-    assert record["threshold"] == threshold
+    assert record["threshold"] == pytest.approx(threshold)
     assert record["label"] == label
 
 

@@ -54,7 +54,15 @@ def test_occlusion_heat_sits_on_the_nodules(loaded):
     assert np.mean(inside) > 2 * np.mean(outside), (inside, outside)
 
 
-@pytest.mark.parametrize("method", METHODS)
+# Grad-CAM++ fails the check on the demo-like classifier: mean |rho| 0.61 (0.52-0.73 over the
+# cases; bf16, AMD EPYC Zen 4) - its maps follow the bright nodule whatever the weights.
+# Kept as an expected failure so the finding stays visible and a fix shows up as XPASS.
+GRADCAM_PP_FAILS = pytest.mark.xfail(reason="Grad-CAM++ maps stay rank-correlated (~0.6) with a "
+                                     "randomised model's on this data", strict=False)
+
+
+@pytest.mark.parametrize("method", [pytest.param(m, marks=GRADCAM_PP_FAILS) if m == "gradcam++" else m
+                                    for m in METHODS])
 def test_heatmaps_change_when_the_trained_weights_are_randomised(loaded, random_model, method):
     """Rank correlation between the trained and the randomised model's maps stays below 0.5."""
     name = loaded.cfg.model.name

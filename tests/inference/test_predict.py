@@ -60,14 +60,15 @@ def test_label_follows_the_threshold(trained_run, slice_files, tmp_path):
     assert (r["label_index"] == 1) == (r["probabilities"]["nodule"] >= r["threshold"])
 
 
-def test_probabilities_are_the_models_softmax(trained_run, slice_files):
+def test_probabilities_are_the_models_calibrated_softmax(trained_run, slice_files):
     run = load_run(trained_run)
     image = read_image(slice_files["nifti"])
     record, heat, x = predict_image(run, image, heatmap=False)
     assert heat is None and x.shape == (1, 64, 64)
     with torch.no_grad(), run.runtime.autocast():
         logits = run.model(torch.as_tensor(x)[None]).float()
-    expected = torch.softmax(logits, 1)[0].numpy()
+    assert run.temperature() > 0 and run.temperature() != 1.0  # calibrated after training
+    expected = torch.softmax(logits / run.temperature(), 1)[0].numpy()
     np.testing.assert_allclose([record["probabilities"][n] for n in run.class_names], expected, atol=1e-5)
 
 
