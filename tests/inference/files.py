@@ -29,3 +29,23 @@ def write_slice_files(folder: Path, index: int | None = None) -> dict[str, Path]
     write_nifti(image, paths["nifti"])
     write_png(image, paths["png"], window=LUNG_WINDOW)
     return paths
+
+
+def nodule_cases(split: str, n: int, nodule_fraction: float = 0.7) -> list[dict]:
+    """The first ``n`` synthetic slices of a split as the segmentation fixture draws them."""
+    return [synthetic_sample(0, split, i, 64, nodule_fraction) for i in range(n)]
+
+
+def write_nodule_manifest(folder: Path, cases: dict[str, list[dict]]) -> Path:
+    """Slices and their nodule masks as NIfTI files, listed in ``manifest.csv`` (``path,mask,
+    patient_id,split``, paths relative to it), as a user's own segmentation data set is."""
+    rows = []
+    for split, items in cases.items():
+        for i, item in enumerate(items):
+            name = f"{split}{i:03d}.nii.gz"
+            write_nifti(item["image"], folder / "images" / name)
+            write_nifti(item["mask"], folder / "masks" / name)
+            rows.append(f"images/{name},masks/{name},{split}-{i},{split}")
+    manifest = folder / "manifest.csv"
+    manifest.write_text("path,mask,patient_id,split\n" + "\n".join(rows) + "\n")
+    return manifest
