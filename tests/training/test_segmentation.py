@@ -118,7 +118,8 @@ def manifest(tmp_path) -> Path:
 def test_train_data_manifest_with_masks_trains_a_segmentation_model(manifest, tmp_path):
     """A manifest with a mask column and no label column can only mean segmentation."""
     out = tmp_path / "run"
-    result = invoke("train", "--data", manifest, "--out", out, "--set", "train.epochs=1",
+    narrow = "model.options.filters=[8,16,16,16,16]"  # the planned 32..320 take seconds per step
+    result = invoke("train", "--data", manifest, "--out", out, "--set", "train.epochs=1", "--set", narrow,
                     "--set", "segmentation.iterations_per_epoch=2", "--set", "train.batch_size=4",
                     "--set", "train.precise_bn_samples=0")
     assert result.exit_code == 0, (result.output, result.exception)
@@ -126,6 +127,7 @@ def test_train_data_manifest_with_masks_trains_a_segmentation_model(manifest, tm
     assert plan["task"] == "segmentation"
     assert plan["class_names"] == ["background", "1"]  # no names in a manifest: 0..K from the masks
     assert plan["n_items"] == {"train": 12, "val": 4}
+    assert plan["planned"]["model.name"] == "dynunet" and len(plan["planned"]["model.options.strides"]) == 5
     assert "val_dice" in read_history(out)[0]
 
 
