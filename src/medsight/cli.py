@@ -127,14 +127,15 @@ def _data_overrides(data: Optional[Path]) -> list[str]:
     """``--data PATH``: the data set kind from the path, and a run name from the file name."""
     if data is None:
         return []
-    from medsight.data.registry import dataset_kind
+    from medsight.data.registry import dataset_kind, implied_task
 
     if not data.exists():
         raise MedsightError(f"{data}: no such file or folder")
     kind = dataset_kind(data)
     name = data.name.split(".")[0] or "run"
+    task = implied_task(data, kind)
     return [f"data.dataset={kind}", f"data.path={data.resolve()}", f"name={name}",
-            *(["task=segmentation"] if kind == "msd" else [])]
+            *([f"task={task}"] if task else [])]
 
 
 @app.command()

@@ -104,6 +104,16 @@ def image_columns(columns: Sequence[str], images: Sequence[str] | None, source: 
     return list(images)
 
 
+def is_segmentation_manifest(csv_path: str | Path) -> bool:
+    """A manifest with a ``mask`` column and no ``label`` column: masks are all it teaches."""
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as fh:
+            columns = {c.strip() for c in next(csv.reader(fh), [])}
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return False  # reading it for training names the problem
+    return "mask" in columns and "label" not in columns
+
+
 def encode_labels(values: Sequence[str], source: str | Path) -> tuple[list[int], list[str]]:
     """Integer labels and class names: integers are kept; names are indexed in sorted order."""
     try:

@@ -94,6 +94,15 @@ def dataset_kind(path: Path) -> str:
     raise ConfigError(f"{path}: cannot tell the data set kind; use a .npz, a manifest .csv or a folder")
 
 
+def implied_task(path: Path, kind: str) -> str | None:
+    """The task a data set can only serve: segmentation for MSD folders and mask-only manifests."""
+    from medsight.data.manifest import is_segmentation_manifest
+
+    if kind == "msd" or (kind == "manifest" and is_segmentation_manifest(path)):
+        return "segmentation"
+    return None
+
+
 def _existing(path: Path | None) -> Path:
     if path is None or not Path(path).exists():
         raise ConfigError(f"{path}: data path not found")

@@ -19,8 +19,15 @@ def write_nifti(image: torch.Tensor, path: str | Path) -> None:
 
     The affine comes from the image's meta (RAS, like every medsight reader); several
     channels go to the 4th NIfTI axis, which is where :func:`medsight.io.read_image` finds them.
+    Integer images (label maps) are stored as integers (uint8 up to 255 labels), so viewers open
+    them as label maps; others as float32.
     """
-    array = image.detach().cpu().numpy().astype(np.float32)
+    array = image.detach().cpu().numpy()
+    if np.issubdtype(array.dtype, np.integer) or array.dtype == np.bool_:
+        small = array.size == 0 or (array.min() >= 0 and array.max() <= 255)
+        array = array.astype(np.uint8 if small else np.int32)
+    else:
+        array = array.astype(np.float32)
     if array.ndim not in (3, 4):
         raise ValueError(f"expected (C, H, W) or (C, D, H, W), got shape {array.shape}")
     affine = getattr(image, "affine", None)

@@ -15,6 +15,7 @@ from medsight.config import RunConfig
 from medsight.data.prepared import PreparedSplit, load_splits, prepare_loaded
 from medsight.data.registry import build_dataset
 from medsight.data.types import SplitData
+from medsight.errors import ConfigError
 from medsight.evaluation.classification import auc_score
 from medsight.inference.engine import TorchEngine, run_batches
 from medsight.models import build_model
@@ -30,6 +31,9 @@ log = logging.getLogger(__name__)
 def setup_classification(cfg: RunConfig, runtime: Runtime, minutes: float | None = None) -> Setup:
     """Load the data, plan what the config leaves open, preprocess once, build model and task."""
     data = build_dataset(cfg.data, cfg.train.seed)
+    if not data.class_names:  # e.g. a manifest with masks and no labels
+        raise ConfigError(f"{cfg.data.path or cfg.data.dataset}: no class labels to classify; "
+                          "for masks set task: segmentation")
     loaded = load_splits(data, cfg, ("train", "val"))
     fp = fingerprint(loaded["train"], data.class_names)
     planned = open_keys(cfg, plan_classification(fp, cfg, minutes))
