@@ -90,8 +90,11 @@ def main(argv: list[str] | None = None) -> int:
                   "auc_ci": metrics["ci"]["auc"], "acc_ci": metrics["ci"]["accuracy"]}
         print_table(name, result)
         results.append(result)
-    if args.json:
-        args.json.write_text(json.dumps(results[0] if len(results) == 1 else results, indent=2) + "\n")
+    if args.json:  # the plain evaluation; with --tta its figures also under "with_tta"
+        out = dict(results[0])
+        if len(results) > 1:
+            out["with_tta"] = {k: results[1][k] for k in ("auc", "acc", "ece", "auc_ci", "acc_ci", "setting")}
+        args.json.write_text(json.dumps(out, indent=2) + "\n")
     return 0
 
 
