@@ -232,3 +232,11 @@ def test_relative_data_path_prefers_the_config_folder_over_the_shell(tmp_path, m
     path.write_text("data: {dataset: manifest, path: manifest.csv}\n")
     monkeypatch.chdir(tmp_path)
     assert load_config(path).data.path.resolve() == (configs / "manifest.csv").resolve()
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads_and_plans_what_it_leaves_out(path):
+    cfg = load_config(path)
+    assert cfg.name
+    if path.name == "medmnist-best.yaml":  # the planned default: model and schedule left to the planner
+        assert cfg.model.name is None and cfg.train.epochs is None and cfg.train.time_budget_minutes
