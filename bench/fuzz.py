@@ -308,12 +308,12 @@ def print_table(s: dict) -> None:
              ("slowest case (CPU s)", s["slowest_case_cpu_seconds"])]
     for name, n in rows:
         print(f"| {name:<34} | {n:>6} |")
-    print(f"\n| {'target':<14} | {'accepted':>8} | {'refused':>8} | {'crash':>6} | {'unclear':>7} |")
-    print(f"|{'-' * 16}|{'-' * 10}|{'-' * 10}|{'-' * 8}|{'-' * 9}|")
+    print(f"\n| {'target':<14} | {'accepted':>8} | {'refused':>8} | {'crash':>6} | {'unclear':>7} | {'n/a':>5} |")
+    print(f"|{'-' * 16}|{'-' * 10}|{'-' * 10}|{'-' * 8}|{'-' * 9}|{'-' * 7}|")
     for name, counts in s["targets"].items():
         print(f"| {name:<14} | {counts.get('accepted', 0) + counts.get('ok', 0):>8} | "
               f"{counts.get('refused', 0):>8} | {counts.get('crash', 0) + counts.get('hang', 0):>6} | "
-              f"{counts.get('unclear', 0):>7} |")
+              f"{counts.get('unclear', 0):>7} | {counts.get('skipped', 0):>5} |")
     for kind, lines in s["examples"].items():
         print(f"\n{kind}:")
         for line in lines:

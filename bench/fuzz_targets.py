@@ -2,13 +2,12 @@
 
 A target is a function ``(case, scratch) -> Outcome``. Library entry points are called here
 directly (a fresh process per case would cost seconds of imports each): ``read_image``,
-``predict_paths`` against a small trained run, and ``deidentify_tree``. The command line is
-checked separately, in subprocesses, by ``fuzz.py`` itself.
+``predict_paths`` against a small trained run, ``deidentify_tree``, and the service's
+``POST /v1/predict`` (the app in-process, through FastAPI's ``TestClient``). The command line
+is checked separately, in subprocesses, by ``fuzz.py`` itself.
 
-Adding the service (``medsight serve``) when it lands: write ``target_service(case, scratch)``
-that posts the case's file to the app through FastAPI's ``TestClient`` (or to a running
-server) and returns ``accepted`` for 2xx, ``refused`` with the error text for 4xx (which must
-name the file and the problem in one line) and ``crash`` for 5xx; then add it to ``TARGETS``.
+The service answers an upload, not a file of the client's: its refusals (4xx) must be one
+line of JSON ``detail`` naming the problem; any 5xx is a crash.
 """
 
 from __future__ import annotations
@@ -34,7 +33,8 @@ ADDRESS_SPACE_LIMIT = 8 * 2**30
 
 @dataclass
 class Outcome:
-    """``accepted``, ``refused`` (a MedsightError, or a failure listed in a report) or ``crash``."""
+    """``accepted``, ``refused`` (a MedsightError, or a failure listed in a report), ``crash``, or
+    ``skipped`` (the target cannot take this kind of case, e.g. a folder as an upload)."""
 
     status: str
     messages: list[str] = field(default_factory=list)  # refusal lines, or the crash's summary
@@ -95,10 +95,47 @@ def target_deid(case_path: Path, scratch: Path) -> Outcome:
     return Outcome("accepted", [f"{report.n_ok} file(s)"])
 
 
+SERVICE_KEY = "fuzz-service-key-0123456789"
+
+
+@functools.lru_cache(maxsize=None)
+def _service_client():
+    from fastapi.testclient import TestClient
+
+    from medsight.service.app import create_app
+    from medsight.service.models import load_registry
+    from medsight.service.settings import ServiceSettings
+
+    app = create_app(load_registry([f"fuzz={RUN_DIR}"]), ServiceSettings(api_key=SERVICE_KEY, workers=1))
+    client = TestClient(app, raise_server_exceptions=False)
+    client.__enter__()  # start-up (the model pool) once per worker; the worker's exit ends it
+    return client
+
+
+def target_service(case_path: Path, scratch: Path) -> Outcome:
+    if not case_path.is_file():
+        return Outcome("skipped", ["not a file: nothing to upload"])  # folders, pipes, loops
+    with open(case_path, "rb") as fh:
+        response = _service_client().post("/v1/predict", files={"file": ("upload", fh)},
+                                          headers={"X-API-Key": SERVICE_KEY})
+    if response.status_code >= 500:
+        return Outcome("crash", [f"HTTP {response.status_code}: {response.text[:300]}"])
+    if response.status_code >= 400:
+        try:
+            detail = str(response.json().get("detail", ""))
+        except ValueError:
+            detail = ""
+        clear = bool(detail.strip()) and "\n" not in detail and "Traceback" not in detail
+        message = f"HTTP {response.status_code}: {detail or response.text[:200]}"
+        return Outcome("refused", [message], [] if clear else [message])
+    return Outcome("accepted", [f"HTTP {response.status_code}: {response.json().get('label')}"])
+
+
 TARGETS: dict[str, Callable[[Path, Path], Outcome]] = {
     "read_image": target_read_image,
     "predict": target_predict,
     "deid": target_deid,
+    "service": target_service,
 }
 RUN_DIR = Path()  # set by the worker: the trained run predict uses
 
@@ -122,7 +159,7 @@ def worker_main(conn, run_dir: str, targets: list[str], scratch_root: str) -> No
     from tqdm import tqdm
 
     from fuzz_corpus import build_case
-    from medsight.inference import load, predict
+    from medsight.inference import batch, load, predict
 
     global RUN_DIR
     RUN_DIR = Path(run_dir)
@@ -133,7 +170,7 @@ def worker_main(conn, run_dir: str, targets: list[str], scratch_root: str) -> No
     warnings.simplefilter("ignore")  # warnings are the CLI's concern: checked there
     logging.disable(logging.CRITICAL)
     # Loading the run is not under test and would dominate: load it once per worker.
-    predict.load_run = functools.lru_cache(maxsize=None)(load.load_run)
+    predict.load_run = batch.load_run = functools.lru_cache(maxsize=None)(load.load_run)
     guarded = {name: _guarded(TARGETS[name]) for name in targets}
     root = Path(scratch_root) / f"worker{os.getpid()}"
     while True:
