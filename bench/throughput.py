@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     from medsight.training.trainer import Trainer, epoch_seed
     from medsight.transforms import augmentation
 
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, ["model.spatial_dims=2"])  # 2D MedMNIST; the planner is not run here
     images, labels, n_val, source = load_arrays(cfg)
     bs, name, opts = cfg.train.batch_size, cfg.model.name, cfg.model.options
     n_classes = int(labels.max()) + 1
