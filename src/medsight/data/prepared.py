@@ -37,6 +37,16 @@ class PreparedSplit:
         return len(self.labels)
 
 
+def _checked_source(item: Item, spatial_dims: int) -> str:
+    """The item's source name, after checking its image has the model's dimensionality."""
+    source = str(item["image"].meta.get("source", item.get("id", "?")))
+    ndim = item["image"].ndim - 1
+    if ndim != spatial_dims:
+        raise InputFileError(source, f"is a {ndim}D image of shape {tuple(item['image'].shape[1:])}, "
+                             f"but the model is {spatial_dims}D (model.spatial_dims)")
+    return source
+
+
 def prepare_items(items: list[Item], preprocess: Compose, spatial_dims: int,
                   mask_key: str | None = None) -> PreparedSplit:
     """Apply ``preprocess`` to loaded items and stack them (all must end up one shape)."""
@@ -44,11 +54,7 @@ def prepare_items(items: list[Item], preprocess: Compose, spatial_dims: int,
         raise MedsightError("no items to prepare (empty split)")
     images, masks, sources, spacings = [], [], [], []
     for item in items:
-        source = str(item["image"].meta.get("source", item.get("id", "?")))
-        ndim = item["image"].ndim - 1
-        if ndim != spatial_dims:
-            raise InputFileError(source, f"is a {ndim}D image of shape {tuple(item['image'].shape[1:])}, "
-                                         f"but the model is {spatial_dims}D (model.spatial_dims)")
+        source = _checked_source(item, spatial_dims)
         spacings.append(spacing_of(item["image"]))
         keys = {"image": item["image"]}
         if mask_key:
@@ -145,11 +151,7 @@ def prepare_cases(items: list[Item], preprocess: Compose, spatial_dims: int) -> 
         raise MedsightError("no cases to prepare (empty split)")
     images, masks, ids, sources, spacings = [], [], [], [], []
     for item in items:
-        source = str(item["image"].meta.get("source", item.get("id", "?")))
-        ndim = item["image"].ndim - 1
-        if ndim != spatial_dims:
-            raise InputFileError(source, f"is a {ndim}D image of shape {tuple(item['image'].shape[1:])}, "
-                                         f"but the model is {spatial_dims}D (model.spatial_dims)")
+        source = _checked_source(item, spatial_dims)
         out = _apply(preprocess, {"image": item["image"], "mask": item["mask"]}, source)
         image = out["image"]
         images.append(torch.as_tensor(image.as_tensor() if hasattr(image, "as_tensor") else image).float())
