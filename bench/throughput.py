@@ -105,12 +105,12 @@ def plain_infer(model, loader) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def medsight_infer(engine, images_u8: np.ndarray, batch: int = 256) -> float:
+def medsight_infer(engine, images_u8: np.ndarray) -> float:
     from medsight.inference.engine import run_batches
 
     t0 = time.perf_counter()
     x = torch.from_numpy(images_u8).float().div_(255.0)[:, None]  # batched normalisation
-    run_batches(engine, x, batch)
+    run_batches(engine, x)
     return len(images_u8) / (time.perf_counter() - t0)
 
 

@@ -21,7 +21,7 @@ import torch
 from monai.transforms import Rotate
 
 from medsight.errors import ConfigError
-from medsight.inference.engine import Engine, run_batches
+from medsight.inference.engine import BATCH_SIZE, Engine, run_batches
 from medsight.models.fusion import FusionBatch
 
 ROTATION_DEGREES = 10.0
@@ -62,7 +62,7 @@ def tta_views(spatial_dims: int, flip_axes: Sequence[int] = ()) -> list[View]:
 
 
 def view_logits(engine: Engine, images: torch.Tensor, views: Sequence[View] = (IDENTITY,),
-                batch_size: int = 256) -> torch.Tensor:
+                batch_size: int = BATCH_SIZE) -> torch.Tensor:
     """Logits ``(V, N, K)`` of every view of ``images`` ``(N, C, *spatial)``."""
     if not views:
         raise ConfigError("test-time augmentation needs at least one view")
