@@ -57,9 +57,11 @@ def test_large_images_are_resized_and_ct_gets_a_window():
     assert ct["transforms.window"]["width"] > 500
 
 
-def test_imbalanced_classes_are_weighted():
-    plan, _ = _plan(_items((1, 28, 28), n=50, classes=(0,) * 9 + (1,)))
-    assert plan["train.class_weights"] == "balanced"
+def test_only_severely_imbalanced_classes_are_weighted():
+    severe, _ = _plan(_items((1, 28, 28), n=60, classes=(0,) * 19 + (1,)))
+    assert severe["train.class_weights"] == "balanced"
+    mild, _ = _plan(_items((1, 28, 28), n=60, classes=(0,) * 4 + (1,)))
+    assert mild["train.class_weights"] == "none"
 
 
 def test_the_config_always_wins_and_the_budget_decides_the_epochs():

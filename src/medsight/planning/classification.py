@@ -23,7 +23,10 @@ from medsight.config import RunConfig
 
 SMALL_INPUT = 64  # up to this size (px), keep the native resolution and a 3x3-stem ResNet
 MAX_INPUT_2D, MAX_INPUT_3D = 128, 64  # larger images are resized down to this (CPU budget)
-IMBALANCE = 3.0  # largest/smallest class count above which the loss is class-weighted
+# largest/smallest class count above which the loss is class-weighted. Balanced weights
+# trade accuracy and calibration for the rare classes: on RetinaMNIST (7.4:1) they cost
+# 0.05 ACC and doubled the ECE at no gain in AUC, so only severe imbalance gets them.
+IMBALANCE = 10.0
 DEFAULT_MINUTES = 10.0
 
 
