@@ -13,8 +13,7 @@ from typing import Optional
 
 import typer
 
-from medsight.cli_common import state as _state
-from medsight.cli_common import user_errors as _user_errors
+from medsight.cli_common import state, user_errors
 from medsight.cli_pacs import pacs_app
 from medsight.errors import MedsightError
 
@@ -31,7 +30,7 @@ def _root(
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="More log output."),
 ) -> None:
-    _state["debug"] = debug
+    state["debug"] = debug
     _configure_logging(verbose)
 
 
@@ -59,7 +58,7 @@ def _configure_logging(verbose: bool) -> None:
 
 
 @app.command()
-@_user_errors
+@user_errors
 def train(
     config: Optional[Path] = typer.Argument(None, help="YAML config file (optional with --data)."),
     data: Optional[Path] = typer.Option(None, "--data", help="A .npz, manifest CSV, class folders or MSD folder: "
@@ -120,7 +119,7 @@ def _data_overrides(data: Optional[Path]) -> list[str]:
 
 
 @app.command()
-@_user_errors
+@user_errors
 def evaluate(
     run: Path = typer.Argument(..., help="Run folder made by `medsight train`."),
     split: str = typer.Option("test", help="Split to evaluate: train, val or test."),
@@ -143,7 +142,7 @@ def evaluate(
 
 
 @app.command()
-@_user_errors
+@user_errors
 def predict(
     run: Path = typer.Argument(..., help="Run folder made by `medsight train`."),
     inputs: Optional[list[Path]] = typer.Argument(None, help="Images (DICOM, NIfTI, PNG/JPEG) or folders of them."),
@@ -170,11 +169,11 @@ def predict(
     if cases is not None:
         from medsight.inference.cases import predict_cases
 
-        report = predict_cases(run, cases, out, heatmaps=not no_heatmap, method=explain, fail_fast=_state["debug"],
+        report = predict_cases(run, cases, out, heatmaps=not no_heatmap, method=explain, fail_fast=state["debug"],
                                tta=tta)
     else:
         report = predict_paths(run, inputs, out, heatmaps=not no_heatmap, method=explain, workers=workers,
-                               fail_fast=_state["debug"], tta=tta)
+                               fail_fast=state["debug"], tta=tta)
     if len(report.results) <= 20:
         for r in report.results:
             review = "  needs review" if r.get("needs_review") else ""
@@ -196,7 +195,7 @@ def summary_counts(report) -> dict[str, int]:
 
 
 @app.command()
-@_user_errors
+@user_errors
 def ensemble(
     runs: list[Path] = typer.Argument(..., help="Two or more run folders of the same task and classes."),
     out: Path = typer.Option(..., "--out", help="Ensemble folder to write (ensemble.json)."),
@@ -211,7 +210,7 @@ def ensemble(
 
 
 @app.command()
-@_user_errors
+@user_errors
 def calibrate(
     run: Path = typer.Argument(..., help="Classification run folder made by `medsight train`."),
     review_fraction: Optional[float] = typer.Option(
@@ -233,7 +232,7 @@ def calibrate(
 
 
 @app.command()
-@_user_errors
+@user_errors
 def segment(
     run: Path = typer.Argument(..., help="Segmentation run folder made by `medsight train`."),
     inputs: list[Path] = typer.Argument(..., help="Images (DICOM file or series folder, NIfTI, PNG) or folders."),
@@ -253,7 +252,7 @@ def segment(
 
 
 @app.command()
-@_user_errors
+@user_errors
 def export(
     run: Path = typer.Argument(..., help="Run folder made by `medsight train`."),
     format_: str = typer.Option("onnx", "--format", help="Export format (onnx)."),
@@ -270,7 +269,7 @@ def export(
 
 
 @app.command()
-@_user_errors
+@user_errors
 def demo(
     out: Path = typer.Option(Path("demo-out"), "--out", help="Output folder; the run lands in OUT/run."),
     epochs: Optional[int] = typer.Option(None, help="Override the number of epochs."),
@@ -288,7 +287,7 @@ def demo(
 
 
 @app.command()
-@_user_errors
+@user_errors
 def deid(
     inp: Path = typer.Argument(..., metavar="IN", help="DICOM file or folder."),
     out: Path = typer.Argument(..., metavar="OUT", help="Output file or folder (mirrors IN)."),
@@ -319,7 +318,7 @@ def deid(
 
 
 @app.command()
-@_user_errors
+@user_errors
 def serve(
     runs: list[str] = typer.Argument(..., metavar="RUN...", help="Run folders to serve (NAME=FOLDER to name one)."),
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
