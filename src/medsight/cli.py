@@ -13,6 +13,7 @@ from typing import Optional
 
 import typer
 
+from medsight.cli_cache import cache_app
 from medsight.cli_common import state, user_errors
 from medsight.cli_pacs import pacs_app
 from medsight.errors import MedsightError
@@ -351,6 +352,7 @@ def serve(
 
 
 app.add_typer(pacs_app, name="pacs")
+app.add_typer(cache_app, name="cache")
 
 
 def _summary_line(metrics: dict) -> str:

@@ -48,6 +48,9 @@ class DataConfig(_Strict):
     clinical: list[str] = Field(default_factory=list)
     clinical_categorical: list[str] = Field(default_factory=list)  # categories even if they look numeric
     synthetic: SyntheticConfig = SyntheticConfig()
+    # preprocessed cases of file data sets (data/cache.py); None: `.medsight-cache` beside the
+    # run folder, so reruns, folds, evaluate and ensembles share it
+    cache_dir: Optional[Path] = None
 
     @model_validator(mode="after")
     def _needs_path(self) -> "DataConfig":
@@ -100,6 +103,9 @@ class AugmentConfig(_Strict):
 
 class TransformConfig(_Strict):
     spatial_size: Optional[list[int]] = None  # resize to this; None keeps the size
+    # stretch (None): to spatial_size exactly; fit: keep the aspect ratio, scale to fit inside
+    # spatial_size, then pad with zeros (planned for large 2D images)
+    resize: Optional[Literal["stretch", "fit"]] = None
     spacing: Optional[list[float]] = None  # resample to this spacing (mm) first
     # None: planned (classification: scale01; segmentation: from the data's fingerprint)
     intensity: Optional[Literal["window", "zscore", "scale01", "percentile", "none"]] = None

@@ -46,9 +46,20 @@ def test_grey_rgb_and_3d_sets_get_different_sensible_plans():
     assert "transforms.spatial_size" not in grey  # 28x28 is kept
 
 
-def test_large_images_are_resized_and_ct_gets_a_window():
-    big, _ = _plan(_items((1, 300, 400), n=6))
-    assert max(big["transforms.spatial_size"]) <= 128 and big["model.name"] == "resnet18"
+def test_large_images_keep_their_aspect_at_the_resolution_the_budget_affords():
+    big, _ = _plan(_items((1, 300, 400), n=6))  # few images: the largest side up to the image's own
+    assert big["transforms.spatial_size"] == [288, 384] and big["transforms.resize"] == "fit"
+    assert big["model.name"] == "resnet18" and big["train.batch_size"] < 64
+    fp = fingerprint(_items((1, 300, 400), n=4), ["a", "b"], labels=[0, 1] * 1000)  # 2,000 images
+    short = plan_classification(fp, config_from_dict({}), minutes=2)
+    long = plan_classification(fp, config_from_dict({}), minutes=60)
+    assert max(short["transforms.spatial_size"]) < max(long["transforms.spatial_size"]) <= 400
+    assert fp["n_cases"] == 2000 and fp["n_read"] == 4
+    mid, _ = _plan(_items((1, 100, 120), n=6))  # up to 128 px: the native size, as before
+    assert "transforms.spatial_size" not in mid and "transforms.resize" not in mid
+
+
+def test_ct_gets_a_window():
     ct_items = _items((1, 32, 32), dtype=np.float32)
     for it in ct_items:
         it["image"] = make_image(np.asarray(it["image"]) * 8 - 1000, modality="CT")

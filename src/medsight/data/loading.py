@@ -46,7 +46,7 @@ def load_items(
     with logging_redirect_tqdm():
         for item in tqdm(items, desc="reading images", unit="file", disable=not show_bar):
             try:
-                loaded.append(_load_item(item, require_deidentified))
+                loaded.append(load_item(item, require_deidentified))
             except InputFileError as exc:
                 if policy == "fail":
                     raise
@@ -55,6 +55,28 @@ def load_items(
     if skipped:
         logger.warning("skipped %d of %d files", len(skipped), len(items))
     return loaded, skipped
+
+
+class LazyItems(Sequence):
+    """Items read one at a time when indexed or iterated, never all held: for one pass over
+    a large set (the planner's fingerprint). A bad file is skipped or fails per ``data.bad_files``."""
+
+    def __init__(self, items: Sequence[Item], data_cfg):
+        self.items, self.policy, self.require = list(items), data_cfg.bad_files, data_cfg.require_deidentified
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return load_item(self.items[i], self.require)
+
+    def __iter__(self):
+        for item in self.items:
+            try:
+                yield load_item(item, self.require)
+            except InputFileError:
+                if self.policy == "fail":
+                    raise  # the skip policy reports the file when the cache is built
 
 
 def is_deidentified(meta: Mapping[str, object]) -> bool:
@@ -67,7 +89,8 @@ def is_deidentified(meta: Mapping[str, object]) -> bool:
     return str(meta.get("PatientIdentityRemoved", "")).upper() == "YES"
 
 
-def _load_item(item: Item, require_deidentified: bool) -> Item:
+def load_item(item: Item, require_deidentified: bool) -> Item:
+    """Read one item's image (several stacked as channels) and mask, and check them."""
     result = dict(item)
     for key in IMAGE_KEYS:
         value = item.get(key)

@@ -1,19 +1,33 @@
-"""Deterministic preprocessing done once per run: items in, stacked tensors out.
+"""Deterministic preprocessing done once: items in, a split ready for the model out.
 
-Random augmentation then works on these tensors batch by batch, so the expensive part
-(reading, resampling, windowing) is never repeated per epoch.
+In-memory data sets (MedMNIST, synthetic) are preprocessed in memory and stacked; data sets
+of files (manifest, folder, MSD) go through the on-disk cache (``data/cache.py``) and are
+read back per batch, so memory does not grow with the number of cases. Random augmentation
+then works batch by batch, so the expensive part (reading, resampling, windowing) is never
+repeated per epoch, nor per run.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 from monai.transforms import Compose
 
 from medsight.config import RunConfig
+from medsight.data.cache import (
+    CachedCases,
+    CachedImages,
+    CaseStore,
+    build_entries,
+    encode,
+    is_file_item,
+    sample_locations,
+)
 from medsight.data.types import Item, SplitData
 from medsight.errors import InputFileError, MedsightError
 from medsight.io.image import spacing_of
@@ -23,9 +37,11 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class PreparedSplit:
-    """One split ready for the model: images ``(N, C, *spatial)``, integer labels ``(N,)``."""
+    """One split ready for the model: images ``(N, C, *spatial)``, integer labels ``(N,)``.
 
-    images: torch.Tensor
+    ``images`` is a tensor, or a ``CachedImages`` that reads the cache when indexed."""
+
+    images: torch.Tensor | CachedImages
     labels: torch.Tensor
     ids: list[str]
     sources: list[str]
@@ -97,7 +113,14 @@ def _apply(preprocess: Compose, data: dict, source: str) -> dict:
 def prepare_data(data: SplitData, cfg: RunConfig, splits: Sequence[str],
                  channels: int | None = None) -> tuple[dict[str, PreparedSplit], int]:
     """Load (bad-file policy applied) and preprocess the named splits once."""
+    if uses_cache(data, splits):
+        return prepare_cached(data, cfg, splits, channels)
     return prepare_loaded(load_splits(data, cfg, splits), cfg, channels)
+
+
+def uses_cache(data: SplitData, splits: Sequence[str] = ("train", "val")) -> bool:
+    """Files go through the on-disk cache; in-memory sets are already in memory."""
+    return any(is_file_item(it) for s in splits for it in data.split(s))
 
 
 def load_splits(data: SplitData, cfg: RunConfig, splits: Sequence[str]) -> dict[str, list[Item]]:
@@ -127,6 +150,109 @@ def prepare_loaded(loaded: dict[str, list[Item]], cfg: RunConfig,
     return {split: prepare_items(items, pre, dims) for split, items in loaded.items()}, int(channels)
 
 
+def cache_store(cfg: RunConfig, task: str, dims: int, channels: int) -> CaseStore:
+    """The cache folder for this data set and preprocessing (``data.cache_dir``)."""
+    from medsight.data.cache import CACHE_DIRNAME
+
+    root = cfg.data.cache_dir or (Path.cwd() / CACHE_DIRNAME)
+    transforms = {**cfg.transforms.model_dump(mode="json", exclude={"augment"}), "channels": channels}
+    settings = {"task": task, "data": str(cfg.data.path), "spatial_dims": dims,
+                "require_deidentified": cfg.data.require_deidentified, "transforms": transforms}
+    return CaseStore(root, settings)
+
+
+def _first_image(data: SplitData, cfg: RunConfig, splits: Sequence[str]):
+    """The first readable image (its channels and dimensionality stand for the set's)."""
+    from medsight.data.loading import LazyItems
+
+    for item in LazyItems([it for s in splits for it in data.split(s)], cfg.data):
+        return item["image"]
+    raise MedsightError("no readable image in the data set")
+
+
+def prepare_cached(data: SplitData, cfg: RunConfig, splits: Sequence[str],
+                   channels: int | None = None) -> tuple[dict[str, PreparedSplit], int]:
+    """Classification splits through the on-disk cache: built where missing, read per batch."""
+    from medsight.transforms import preprocessing
+
+    first = None
+    if not (channels or cfg.transforms.channels) or not cfg.model.spatial_dims:
+        first = _first_image(data, cfg, splits)
+    channels = int(channels or cfg.transforms.channels or first.shape[0])
+    dims = int(cfg.model.spatial_dims or first.ndim - 1)
+    store = cache_store(cfg, "classification", dims, channels)
+    make = _ClassificationEntry(preprocessing(cfg.transforms, dims, channels), dims, store,
+                                cfg.data.require_deidentified)
+    out = {}
+    for split in splits:
+        items = data.split(split)
+        metas, skipped = build_entries(items, store, make, policy=cfg.data.bad_files, what=f"preprocessing {split}")
+        data.skipped.extend(skipped)
+        kept = [(it, m) for it, m in zip(items, metas) if m is not None]
+        if not kept:
+            raise MedsightError(f"the {split} split is empty" + (f" ({len(skipped)} files skipped)" if skipped else ""))
+        items, metas = zip(*kept)
+        out[split] = PreparedSplit(
+            images=CachedImages(store, list(metas)),
+            labels=torch.tensor([int(it.get("label", -1)) for it in items], dtype=torch.long),
+            ids=[str(it.get("id", i)) for i, it in enumerate(items)],
+            sources=[m["source"] for m in metas],
+            source_spacings=[tuple(m["spacing"]) for m in metas],
+            clinical=[dict(it["clinical"]) for it in items] if "clinical" in items[0] else None,
+        )
+    return out, channels
+
+
+class _ClassificationEntry:
+    """Read, check and preprocess one case, then write its cache entry (runs in workers)."""
+
+    def __init__(self, preprocess: Compose, dims: int, store: CaseStore, require_deidentified: bool):
+        self.preprocess, self.dims, self.store, self.require = preprocess, dims, store, require_deidentified
+
+    def __call__(self, item: Item) -> dict:
+        from medsight.data.loading import load_item
+
+        loaded = load_item(item, self.require)
+        source = _checked_source(loaded, self.dims)
+        out = _apply(self.preprocess, {"image": loaded["image"]}, source)
+        image = _numpy(out["image"])
+        meta = {"source": source, "shape": list(image.shape), "spacing": list(spacing_of(loaded["image"]))}
+        return self.store.put(item["_cache_key"], meta, {".npy": encode(image, self.store.encoding)})
+
+
+class _SegmentationEntry(_ClassificationEntry):
+    def __call__(self, item: Item) -> dict:
+        from medsight.data.loading import load_item
+
+        loaded = load_item(item, self.require)
+        source = _checked_source(loaded, self.dims)
+        out = _apply(self.preprocess, {"image": loaded["image"], "mask": loaded["mask"]}, source)
+        image = _numpy(out["image"])
+        mask = np.clip(np.rint(_numpy(out["mask"])[0]), 0, 255).astype(np.uint8)
+        meta = {"source": source, "shape": list(image.shape), "spacing": list(spacing_of(out["image"])),
+                "mask_max": int(mask.max(initial=0))}
+        arrays = {".npy": encode(image, self.store.encoding), ".mask.npy": mask,
+                  ".loc.npy": sample_locations(mask, 0)}
+        return self.store.put(item["_cache_key"], meta, arrays)
+
+
+def _numpy(x) -> np.ndarray:
+    x = x.as_tensor() if hasattr(x, "as_tensor") else x
+    return np.asarray(torch.as_tensor(x).detach().float().cpu().numpy(), dtype=np.float32)
+
+
+def prepare_cached_cases(items: list[Item], cfg: RunConfig, preprocess: Compose, dims: int, channels: int,
+                         what: str = "preprocessing") -> tuple[CachedCases, list[tuple[str, str]]]:
+    """Segmentation cases through the on-disk cache (image, mask and patch centres per case)."""
+    store = cache_store(cfg, "segmentation", dims, channels)
+    make = _SegmentationEntry(preprocess, dims, store, cfg.data.require_deidentified)
+    metas, skipped = build_entries(items, store, make, policy=cfg.data.bad_files, what=what)
+    metas = [m for m in metas if m is not None]
+    if not metas:
+        raise MedsightError("no cases to prepare (empty split)" + (f"; {len(skipped)} files skipped" if skipped else ""))
+    return CachedCases(store, metas), skipped
+
+
 @dataclass
 class PreparedCases:
     """Segmentation cases after preprocessing, one tensor each (sizes may differ).
@@ -140,9 +266,25 @@ class PreparedCases:
     ids: list[str]
     sources: list[str]
     spacings: list[tuple[float, ...]]
+    _locations: dict = field(default_factory=dict, repr=False)  # patch centres, per case once
 
     def __len__(self) -> int:
         return len(self.images)
+
+    # the reading interface it shares with ``CachedCases``
+    def shape(self, i: int) -> tuple[int, ...]:
+        return tuple(self.masks[i].shape)
+
+    def read(self, i: int, region: tuple[slice, ...] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        if region is None:
+            return self.images[i], self.masks[i]
+        return self.images[i][(slice(None), *region)], self.masks[i][region]
+
+    def locations(self, i: int) -> dict[int, np.ndarray]:
+        if i not in self._locations:
+            rows = sample_locations(self.masks[i].numpy(), 0)
+            self._locations[i] = {int(k): rows[rows[:, 0] == k, 1:] for k in np.unique(rows[:, 0])}
+        return self._locations[i]
 
 
 def prepare_cases(items: list[Item], preprocess: Compose, spatial_dims: int) -> PreparedCases:

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from medsight.config import RunConfig
-from medsight.data.prepared import PreparedSplit, load_splits, prepare_loaded
+from medsight.data.loading import LazyItems
+from medsight.data.prepared import PreparedSplit, load_splits, prepare_cached, prepare_loaded, uses_cache
 from medsight.data.registry import build_dataset
 from medsight.data.types import SplitData
 from medsight.errors import ConfigError
@@ -20,10 +21,11 @@ from medsight.evaluation.classification import auc_score
 from medsight.inference.engine import TorchEngine, run_batches
 from medsight.models import build_model
 from medsight.planning import apply_plan, open_keys
-from medsight.planning.classification import fingerprint, plan_classification
+from medsight.planning.classification import fingerprint, fingerprint_sample, plan_classification
 from medsight.runtime import Runtime
 from medsight.training.trainer import Setup
 from medsight.transforms.batch_augment import BatchAugment
+from medsight.utils.prefetch import prefetch
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +36,20 @@ def setup_classification(cfg: RunConfig, runtime: Runtime, minutes: float | None
     if not data.class_names:  # e.g. a manifest with masks and no labels
         raise ConfigError(f"{cfg.data.path or cfg.data.dataset}: no class labels to classify; "
                           "for masks set task: segmentation")
-    loaded = load_splits(data, cfg, ("train", "val"))
-    fp = fingerprint(loaded["train"], data.class_names)
+    if uses_cache(data):  # files: a streamed sample for the plan, then the on-disk cache
+        items = data.split("train")
+        fp = fingerprint(LazyItems([items[i] for i in fingerprint_sample(len(items))], cfg.data),
+                         data.class_names, [int(it["label"]) for it in items])
+    else:
+        loaded = load_splits(data, cfg, ("train", "val"))
+        fp = fingerprint(loaded["train"], data.class_names)
     planned = open_keys(cfg, plan_classification(fp, cfg, minutes))
     cfg = apply_plan(cfg, planned)
     log.info("plan: %s", describe(planned))
-    prepared, channels = prepare_loaded(loaded, cfg)
+    if uses_cache(data):
+        prepared, channels = prepare_cached(data, cfg, ("train", "val"), cfg.transforms.channels or fp["channels"])
+    else:
+        prepared, channels = prepare_loaded(loaded, cfg)
     train, val = prepared["train"], prepared["val"]
     torch.manual_seed(cfg.train.seed)  # the same initial weights for the same seed
     model = build_model(cfg.model.name, channels, data.num_classes, cfg.model.spatial_dims,
@@ -57,7 +67,7 @@ def augmenter(cfg: RunConfig) -> BatchAugment | None:
 
 
 def describe(planned: dict) -> str:
-    keys = ("model.name", "model.options.width", "transforms.spatial_size", "transforms.intensity",
+    keys = ("model.name", "model.options.width", "transforms.spatial_size", "transforms.resize", "transforms.intensity",
             "train.batch_size", "train.time_budget_minutes", "train.class_weights")
     return ", ".join(f"{k.split('.')[-1]} {planned[k]}" for k in keys if k in planned) or "nothing left to plan"
 
@@ -77,8 +87,14 @@ def make_plan(cfg: RunConfig, data: SplitData, prepared: dict[str, PreparedSplit
         "n_items": {s: len(p) for s, p in prepared.items()},
         "train_class_counts": {data.class_names[k]: counts.get(k, 0) for k in range(data.num_classes)},
         "skipped_files": [{"file": f, "problem": p} for f, p in data.skipped],
-        "intensity_after_preprocessing": {"mean": float(train.images.mean()), "std": float(train.images.std())},
+        "intensity_after_preprocessing": dict(zip(("mean", "std"), _image_stats(train.images))),
     }
+
+
+def _image_stats(images) -> tuple[float, float]:
+    if isinstance(images, torch.Tensor):
+        return float(images.mean()), float(images.std())
+    return images.sample_stats()  # cached: a sample, not every image in memory
 
 
 def balanced_class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -101,15 +117,17 @@ class ClassificationTask:
         self.label_smoothing = label_smoothing
 
     def train_batches(self, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Shuffled, augmented batches; identical for the same ``seed``."""
+        """Shuffled, augmented batches; identical for the same ``seed``. Images streamed from
+        the cache are read ahead in a thread while the model trains."""
         n = len(self.train)
         generator = torch.Generator().manual_seed(seed)
         order = torch.randperm(n, generator=generator)
-        for start in range(0, n, self.batch_size):
-            idx = order[start:start + self.batch_size]
-            if len(idx) < 2 and n > 1:  # BatchNorm cannot train on a batch of one
-                continue
-            x = self.train.images[idx]
+        batches = [order[s:s + self.batch_size] for s in range(0, n, self.batch_size)]
+        batches = [idx for idx in batches if len(idx) >= 2 or n == 1]  # BatchNorm cannot train on one
+        images = self.train.images
+        streamed = getattr(images, "in_memory", True) is False
+        reads = prefetch(batches, images.__getitem__) if streamed else (images[idx] for idx in batches)
+        for idx, x in zip(batches, reads):
             if self.augment is not None:
                 x, _ = self.augment(x, generator)
             yield x, self.train.labels[idx]

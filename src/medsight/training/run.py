@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from medsight.config import RunConfig, save_config
+from medsight.data.cache import CACHE_DIRNAME
 from medsight.errors import ConfigError
 from medsight.models import model_spec
 from medsight.runtime import Runtime
@@ -55,6 +56,9 @@ def train_run(cfg: RunConfig, out: Path | None = None, *, resume: bool = False,
               overwrite: bool = False, callbacks: Sequence[EpochCallback] = ()) -> Path:
     """Train a model as configured (on every process of a distributed launch); return the run folder."""
     run_dir = Path(out) if out is not None else Path("runs") / cfg.name
+    if cfg.data.cache_dir is None:  # beside the run folder: reruns, folds and ensembles share it
+        cfg = cfg.model_copy(deep=True)
+        cfg.data.cache_dir = run_dir.resolve().parent / CACHE_DIRNAME
     if cfg.model.name is not None and task_of(cfg) != "detection":
         model_spec(cfg.model.name)  # an unknown model fails before any data is read
     dist = from_environment()
@@ -119,8 +123,9 @@ def train_folds(cfg: RunConfig, out: Path | None, folds: int, *, resume: bool = 
 
 def _check_same_config(run_dir: Path, resolved: RunConfig) -> None:
     """A resumed run must continue with the configuration it started with (after planning)."""
-    saved = read_config(run_dir)
-    if saved.model_dump() != resolved.model_dump():
+    saved, now = read_config(run_dir).model_dump(), resolved.model_dump()
+    saved["data"].pop("cache_dir", None), now["data"].pop("cache_dir", None)  # where, not what
+    if saved != now:
         raise ConfigError(f"{run_dir}: the config differs from the one this run started with; "
                           "resume with the same config (see its config.yaml)")
 

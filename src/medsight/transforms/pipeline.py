@@ -13,14 +13,17 @@ from typing import Sequence
 from monai.transforms import (
     Compose,
     EnsureTyped,
+    MapTransform,
     RandAdjustContrastd,
     RandFlipd,
     RandGaussianNoised,
     RandRotated,
     RandShiftIntensityd,
     RandZoomd,
+    Resize,
     Resized,
     Spacingd,
+    SpatialPad,
 )
 
 from medsight.config import TransformConfig
@@ -40,10 +43,13 @@ def preprocessing(cfg: TransformConfig, spatial_dims: int, channels: int | None 
         steps.append(Spacingd(keys, pixdim=cfg.spacing, mode=modes))
     if cfg.spatial_size is not None:
         _check_len("transforms.spatial_size", cfg.spatial_size, spatial_dims)
-        steps.append(Resized(list(image_keys), spatial_size=cfg.spatial_size, mode="bilinear",
-                             anti_aliasing=True))
-        if mask_keys:
-            steps.append(Resized(list(mask_keys), spatial_size=cfg.spatial_size, mode="nearest"))
+        if cfg.resize == "fit":
+            steps.append(FitResized(list(image_keys), list(mask_keys), cfg.spatial_size))
+        else:
+            steps.append(Resized(list(image_keys), spatial_size=cfg.spatial_size, mode="bilinear",
+                                 anti_aliasing=True))
+            if mask_keys:
+                steps.append(Resized(list(mask_keys), spatial_size=cfg.spatial_size, mode="nearest"))
     channels = cfg.channels or channels
     if channels is not None:
         steps.append(AdaptChannelsd(list(image_keys), channels))
@@ -52,6 +58,27 @@ def preprocessing(cfg: TransformConfig, spatial_dims: int, channels: int | None 
         steps.append(norm)
     steps.append(EnsureTyped(keys, track_meta=True))
     return Compose(steps)
+
+
+class FitResized(MapTransform):
+    """Resize keeping the aspect ratio so the image fits ``spatial_size``, then pad (centred,
+    zeros) to exactly that size: nothing is stretched and nothing is cut off."""
+
+    def __init__(self, image_keys: Sequence[str], mask_keys: Sequence[str], spatial_size: Sequence[int]):
+        super().__init__([*image_keys, *mask_keys])
+        self.image_keys, self.mask_keys, self.size = list(image_keys), list(mask_keys), list(spatial_size)
+        self.pad = SpatialPad(self.size)
+
+    def __call__(self, data):
+        d = dict(data)
+        shape = d[self.keys[0]].shape[1:]
+        scale = min(t / s for t, s in zip(self.size, shape))
+        fitted = [min(t, max(1, round(s * scale))) for t, s in zip(self.size, shape)]
+        for key in self.key_iterator(d):
+            mask = key in self.mask_keys
+            resize = Resize(fitted, mode="nearest" if mask else "bilinear", anti_aliasing=not mask)
+            d[key] = self.pad(resize(d[key]))
+        return d
 
 
 def augmentation(cfg: TransformConfig, spatial_dims: int, image_keys: Sequence[str] = ("image",),
