@@ -12,7 +12,7 @@ for the same fingerprint and config (no timing, no randomness).
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -27,18 +27,21 @@ ANISOTROPY = 3.0  # spacing ratio beyond which the coarse axis is treated as suc
 INTENSITY_SAMPLES = 10_000  # foreground voxels per case for the intensity statistics
 
 
-def fingerprint(cases: Sequence[dict], class_names: Sequence[str]) -> dict[str, Any]:
+def fingerprint(cases: Iterable[dict], class_names: Sequence[str], n_cases: int | None = None) -> dict[str, Any]:
     """Spacings, shapes, foreground intensity statistics and class fractions of loaded cases
-    (each ``{"image": MetaTensor (C, *S), "mask": MetaTensor (1, *S)}``)."""
+    (each ``{"image": MetaTensor (C, *S), "mask": MetaTensor (1, *S)}``), read once each:
+    all of them, or a sample of a larger set of ``n_cases``."""
     spacings, shapes, samples, counts = [], [], [], np.zeros(len(class_names))
-    modality = None
+    modality, n_channels = None, 1
     for case in cases:
         image, mask = case["image"], case["mask"]
+        n_channels = int(image.shape[0])
         spacings.append(list(spacing_of(image)))
         shapes.append(list(image.shape[1:]))
         modality = modality or image.meta.get("modality")
         m = np.asarray(mask[0]).astype(np.int64)
-        counts += np.bincount(m.ravel(), minlength=len(class_names))[: len(class_names)]
+        found = np.bincount(m.ravel(), minlength=len(counts))
+        counts = np.pad(counts, (0, len(found) - len(counts))) + found  # labels past the names too
         fg = np.flatnonzero(m.ravel() > 0)
         if len(fg):
             # evenly spaced foreground voxels: a sample that depends on the case alone, not on
@@ -51,14 +54,16 @@ def fingerprint(cases: Sequence[dict], class_names: Sequence[str]) -> dict[str, 
                  "p99_5": float(np.percentile(v, 99.5)), "mean": float(v.mean()), "std": float(v.std())}
                 for v in values]
     return {
-        "n_cases": len(cases), "modality": modality,
+        "n_cases": n_cases if n_cases is not None else len(spacings), "n_read": len(spacings),
+        "modality": modality, "channels": n_channels,
         "spacing_median": np.median(spacings, axis=0).round(4).tolist(),
         "spacing_min": np.min(spacings, axis=0).round(4).tolist(),
         "spacing_max": np.max(spacings, axis=0).round(4).tolist(),
         "shape_median": np.median(shapes, axis=0).tolist(),
         "shape_min": np.min(shapes, axis=0).tolist(), "shape_max": np.max(shapes, axis=0).tolist(),
         "foreground_intensity": channels,
-        "class_fractions": {n: float(c / max(counts.sum(), 1)) for n, c in zip(class_names, counts)},
+        "class_fractions": {n: float(c / max(counts.sum(), 1)) for n, c in
+                            zip([*class_names, *map(str, range(len(class_names), len(counts)))], counts)},
     }
 
 
@@ -86,7 +91,8 @@ def plan_segmentation(fp: dict[str, Any], cfg: RunConfig, on_cpu: bool = True) -
                                "prob": 0.3},
         "segmentation.patch_size": [int(p) for p in patch],
         "train.batch_size": batch,
-        "segmentation.iterations_per_epoch": max(25, math.ceil(fp["n_cases"] / batch)),
+        # an epoch sees every case about once, within nnU-Net's 250 iterations (large sets)
+        "segmentation.iterations_per_epoch": max(25, min(250, math.ceil(fp["n_cases"] / batch))),
         "train.optimizer": "adamw", "train.lr": 2e-3, "train.weight_decay": 3e-5,
         "train.schedule": "cosine", "train.warmup_epochs": 2, "train.class_weights": "none",
     }

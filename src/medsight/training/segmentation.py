@@ -4,12 +4,14 @@ Cases keep their own sizes (no stacked tensor): each batch draws patches from pe
 tensors, a share of them (``segmentation.foreground_oversample``, nnU-Net's 1/3) centred on
 a voxel of a randomly chosen class present in the case, so small structures are seen often.
 Patches are augmented as a batch, masks with them (``transforms/batch_augment.py``).
-Validation segments every validation case whole, by sliding windows with Gaussian weights.
+Validation segments whole cases by sliding windows with Gaussian weights when that is cheap,
+else a fixed set of validation patches (see ``SegmentationTask``).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from typing import Iterator
 
 import numpy as np
@@ -19,13 +21,15 @@ from monai.losses import DiceCELoss
 from torch import nn
 
 from medsight.config import RunConfig
-from medsight.data.loading import load_items
-from medsight.data.prepared import PreparedCases, prepare_cases
+from medsight.data.cache import CachedCases
+from medsight.data.loading import LazyItems
+from medsight.data.prepared import PreparedCases, load_splits, prepare_cached_cases, prepare_cases, uses_cache
 from medsight.data.registry import build_dataset
 from medsight.errors import MedsightError
 from medsight.inference.sliding import sliding_probabilities
 from medsight.models import build_model
 from medsight.planning import apply_plan, open_keys
+from medsight.planning.classification import fingerprint_sample
 from medsight.planning.segmentation import describe, fingerprint, plan_segmentation
 from medsight.runtime import Runtime
 from medsight.training.classification import augmenter
@@ -34,31 +38,51 @@ from medsight.transforms import preprocessing
 from medsight.transforms.batch_augment import BatchAugment
 
 log = logging.getLogger(__name__)
-LOCATIONS_PER_CLASS = 10_000  # foreground voxels kept per case and class for patch centres
+VAL_SHARE = 0.4  # validation may cost this share of an epoch's training voxels
+VAL_SEED = 12345
 
 
 def setup_segmentation(cfg: RunConfig, runtime: Runtime) -> Setup:
-    """Load the cases, fingerprint them, plan what the config leaves open, build model and task."""
+    """Fingerprint the cases, plan what the config leaves open, preprocess, build model and task.
+
+    Cases from files are fingerprinted on a fixed sample, read one at a time, and preprocessed
+    into the on-disk cache (``data/cache.py``); in-memory sets stay in memory."""
     data = build_dataset(cfg.data, cfg.train.seed)
-    loaded = {}
     for split in ("train", "val"):
-        items, skipped = load_items(data.split(split), policy=cfg.data.bad_files,
-                                    require_deidentified=cfg.data.require_deidentified)
-        data.skipped.extend(skipped)
-        if not items:
+        if not data.split(split):
             raise MedsightError(f"the {split} split is empty")
-        missing = [str(it.get("id")) for it in items if it.get("mask") is None]
+        missing = [str(it.get("id")) for it in data.split(split) if it.get("mask") is None]
         if missing:
             raise MedsightError(f"segmentation needs a mask for every case; none for {missing[0]}")
-        loaded[split] = items
-    class_names = segmentation_class_names(cfg, data.class_names, loaded["train"])
-    fp = fingerprint(loaded["train"], class_names)
+    cached = uses_cache(data)
+    if cached:
+        items = data.split("train")
+        sample = LazyItems([items[i] for i in fingerprint_sample(len(items))], cfg.data)
+        # MSD names its labels; else 0..K from the masks, K known once every case is cached
+        class_names = segmentation_class_names(cfg, data.class_names, []) if cfg.data.dataset == "msd" \
+            else ["background", "1"]
+        fp = fingerprint(sample, class_names, n_cases=len(items))
+    else:
+        loaded = load_splits(data, cfg, ("train", "val"))
+        class_names = segmentation_class_names(cfg, data.class_names, loaded["train"])
+        fp = fingerprint(loaded["train"], class_names)
     planned = open_keys(cfg, {"train.monitor": "val_dice", **plan_segmentation(fp, cfg, runtime.device.type == "cpu")})
     cfg = apply_plan(cfg, planned)
     log.info("plan: %s", describe(planned))
-    channels = cfg.transforms.channels or int(loaded["train"][0]["image"].shape[0])
+    channels = cfg.transforms.channels or int(fp["channels"])
     pre = preprocessing(cfg.transforms, cfg.model.spatial_dims, channels, mask_keys=["mask"])
-    train, val = (prepare_cases(loaded[s], pre, cfg.model.spatial_dims) for s in ("train", "val"))
+    if cached:
+        splits = {}
+        for split in ("train", "val"):
+            splits[split], skipped = prepare_cached_cases(data.split(split), cfg, pre, cfg.model.spatial_dims,
+                                                          channels, f"preprocessing {split}")
+            data.skipped.extend(skipped)
+        train, val = splits["train"], splits["val"]
+        top = max(int(m["mask_max"]) for m in train.metas)  # a label the sample did not show
+        if cfg.data.dataset != "msd" and top >= len(class_names):
+            class_names = ["background"] + [str(k) for k in range(1, top + 1)]
+    else:
+        train, val = (prepare_cases(loaded[s], pre, cfg.model.spatial_dims) for s in ("train", "val"))
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg.model.name, channels, len(class_names), cfg.model.spatial_dims,
                         input_size=tuple(cfg.segmentation.patch_size), **cfg.model.options)
@@ -67,6 +91,7 @@ def setup_segmentation(cfg: RunConfig, runtime: Runtime) -> Setup:
     plan = {"task": "segmentation", "class_names": class_names, "in_channels": channels,
             "spatial_dims": cfg.model.spatial_dims, "input_shape": list(cfg.segmentation.patch_size),
             "n_items": {"train": len(train), "val": len(val)}, "fingerprint": fp, "planned": planned,
+            "validation": "whole cases" if task.whole_case_validation else f"{task.val_patches} fixed patches",
             "skipped_files": [{"file": f, "problem": p} for f, p in data.skipped]}
     return Setup(cfg, model, task, plan)
 
@@ -77,15 +102,20 @@ def segmentation_class_names(cfg: RunConfig, names: list[str], items: list[dict]
         return ["background", "nodule"]
     if cfg.data.dataset == "msd" and names:
         return names
-    top = max(int(torch.as_tensor(it["mask"]).max()) for it in items)
+    top = max((int(torch.as_tensor(it["mask"]).max()) for it in items), default=1)
     return ["background"] + [str(k) for k in range(1, max(top, 1) + 1)]
 
 
 class SegmentationTask:
-    """Patches in, Dice + cross-entropy out; mean foreground Dice on whole validation cases."""
+    """Patches in, Dice + cross-entropy out; pooled foreground Dice on validation.
 
-    def __init__(self, train: PreparedCases, val: PreparedCases, num_classes: int, cfg: RunConfig,
-                 augment: BatchAugment | None = None):
+    ``train`` and ``val`` are ``PreparedCases`` (in memory) or ``CachedCases`` (memory-mapped
+    from the cache): patches are read per batch. Validation segments whole cases when that
+    costs at most ``VAL_SHARE`` of an epoch's training voxels, else a fixed set of validation
+    patches (nnU-Net's choice): every epoch then costs the same, whatever the cases' size."""
+
+    def __init__(self, train: PreparedCases | CachedCases, val: PreparedCases | CachedCases, num_classes: int,
+                 cfg: RunConfig, augment: BatchAugment | None = None):
         self.train, self.val, self.num_classes = train, val, num_classes
         s = cfg.segmentation
         self.patch = tuple(int(p) for p in s.patch_size)
@@ -95,9 +125,15 @@ class SegmentationTask:
         # batch Dice over foreground classes (nnU-Net): slices without the structure do not
         # push every output towards background, which per-sample Dice does on small lesions
         self.criterion = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False, batch=True)
-        self.images = [_pad_to(x, self.patch) for x in train.images]
-        self.masks = [_pad_to(m[None], self.patch)[0] for m in train.masks]
-        self.locations = [_class_locations(m, num_classes) for m in self.masks]
+        epoch_voxels = self.iterations * self.batch_size * math.prod(self.patch)
+        val_voxels = sum(math.prod(val.shape(i)) for i in range(len(val)))
+        self.whole_case_validation = val_voxels <= VAL_SHARE * epoch_voxels
+        self.val_patches = max(self.batch_size, min(len(val) * 4, round(VAL_SHARE * self.iterations)
+                                                    * self.batch_size))
+
+    def _patch(self, cases, case: int, start: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        image, mask = cases.read(case, tuple(slice(s, s + p) for s, p in zip(start, self.patch)))
+        return _pad_to(image, self.patch), _pad_to(mask[None], self.patch)[0]
 
     def train_batches(self, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         rng = np.random.default_rng(seed)
@@ -106,11 +142,10 @@ class SegmentationTask:
         for _ in range(self.iterations):
             xs, ms = [], []
             for b in range(self.batch_size):
-                case = int(rng.integers(len(self.images)))
-                start = self._start(case, b >= forced_from, rng)
-                region = tuple(slice(s, s + p) for s, p in zip(start, self.patch))
-                xs.append(self.images[case][(slice(None), *region)])
-                ms.append(self.masks[case][region])
+                case = int(rng.integers(len(self.train)))
+                x, m = self._patch(self.train, case, self._start(self.train, case, b >= forced_from, rng))
+                xs.append(x)
+                ms.append(m)
             x, m = torch.stack(xs), torch.stack(ms)[:, None]
             if self.augment is not None:
                 x, m = self.augment(x, generator, m)
@@ -126,18 +161,17 @@ class SegmentationTask:
                 break
             xs = []
             for b in range(size):
-                case = int(rng.integers(len(self.images)))
-                start = self._start(case, b % 2 == 1, rng)
-                xs.append(self.images[case][(slice(None), *(slice(s, s + p) for s, p in zip(start, self.patch)))])
+                case = int(rng.integers(len(self.train)))
+                xs.append(self._patch(self.train, case, self._start(self.train, case, b % 2 == 1, rng))[0])
             n += size
             yield torch.stack(xs)
 
-    def _start(self, case: int, foreground: bool, rng: np.random.Generator) -> list[int]:
-        shape = self.masks[case].shape
-        high = [s - p for s, p in zip(shape, self.patch)]
-        present = [k for k, loc in self.locations[case].items() if len(loc)]
+    def _start(self, cases, case: int, foreground: bool, rng: np.random.Generator) -> list[int]:
+        high = [max(s - p, 0) for s, p in zip(cases.shape(case), self.patch)]
+        locations = cases.locations(case) if foreground else {}
+        present = [k for k, loc in locations.items() if len(loc)]
         if foreground and present:
-            loc = self.locations[case][present[int(rng.integers(len(present)))]]
+            loc = locations[present[int(rng.integers(len(present)))]]
             centre = loc[int(rng.integers(len(loc)))]
             return [int(np.clip(c - p // 2, 0, h)) for c, p, h in zip(centre, self.patch, high)]
         return [int(rng.integers(h + 1)) for h in high]
@@ -152,13 +186,11 @@ class SegmentationTask:
 
     @torch.no_grad()
     def validate(self, model: nn.Module, runtime: Runtime) -> dict[str, float]:
-        """Dice per class pooled over the validation cases (true and false positives summed
-        first, nnU-Net's "pseudo Dice"): slices or cases without the class do not count as 1."""
+        """Dice per class pooled over the validation cases or patches (true and false positives
+        summed first, nnU-Net's "pseudo Dice"): cases without the class do not count as 1."""
         model.eval()
         tp, fp, fn = (torch.zeros(self.num_classes - 1) for _ in range(3))
-        for x, m in zip(self.val.images, self.val.masks):
-            probs = sliding_probabilities(model, x, self.patch, runtime, self.batch_size, self.sw_overlap)
-            pred, ref = probs.argmax(0), m.long()
+        for pred, ref in self._val_predictions(model, runtime):
             for k in range(1, self.num_classes):
                 p, r = pred == k, ref == k
                 tp[k - 1] += (p & r).sum()
@@ -169,6 +201,25 @@ class SegmentationTask:
         row.update({f"val_dice_{k}": float(d) for k, d in enumerate(dice.tolist(), start=1)})
         return row
 
+    def _val_predictions(self, model: nn.Module, runtime: Runtime) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if self.whole_case_validation:
+            for i in range(len(self.val)):
+                x, m = self.val.read(i)
+                probs = sliding_probabilities(model, x, self.patch, runtime, self.batch_size, self.sw_overlap)
+                yield probs.argmax(0), m.long()
+            return
+        rng = np.random.default_rng(VAL_SEED)  # the same patches every epoch: comparable epochs
+        picks = [(i % len(self.val), i % 2 == 0) for i in range(self.val_patches)]
+        for start in range(0, len(picks), self.batch_size):
+            xs, ms = zip(*(self._patch(self.val, c, self._start(self.val, c, fg, rng))
+                           for c, fg in picks[start:start + self.batch_size]))
+            with torch.inference_mode(), runtime.autocast():
+                out = model(runtime.batch(torch.stack(xs)))
+            out = torch.as_tensor(out[0] if isinstance(out, (list, tuple)) else out).float()
+            if out.ndim == len(self.patch) + 3:  # deep supervision heads stacked on dim 1
+                out = out[:, 0]
+            yield out.argmax(1).cpu(), torch.stack(ms).long()
+
 
 def _pad_to(x: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
     """Zero-pad the spatial axes of ``(C, *S)`` up to at least ``size`` (centred)."""
@@ -177,16 +228,3 @@ def _pad_to(x: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
         extra = max(p - s, 0)
         pads += [extra // 2, extra - extra // 2]
     return F.pad(x, pads) if any(pads) else x
-
-
-def _class_locations(mask: torch.Tensor, num_classes: int) -> dict[int, np.ndarray]:
-    """Up to LOCATIONS_PER_CLASS voxel coordinates per foreground class (a fixed subsample)."""
-    rng = np.random.default_rng(0)
-    out = {}
-    flat = mask.reshape(-1).numpy()
-    for k in range(1, num_classes):
-        idx = np.flatnonzero(flat == k)
-        if len(idx) > LOCATIONS_PER_CLASS:
-            idx = rng.choice(idx, LOCATIONS_PER_CLASS, replace=False)
-        out[k] = np.stack(np.unravel_index(idx, mask.shape), axis=1) if len(idx) else np.zeros((0, mask.ndim), int)
-    return out
