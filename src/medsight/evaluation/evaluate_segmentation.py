@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from medsight.data.loading import load_items
 from medsight.data.registry import build_dataset, dataset_kind
 from medsight.errors import MedsightError
-from medsight.evaluation.froc import froc
+from medsight.evaluation.froc import froc_from_scans, scan_hits
 from medsight.evaluation.segmentation import case_metrics, summarize, write_cases_csv
 from medsight.inference.lesions import label_lesions
 from medsight.inference.load import load_run
@@ -37,13 +37,19 @@ def evaluate_segmentation(run: Path, split: str = "test", data: Path | None = No
     if data is not None:
         cfg.data = cfg.data.model_copy(update={"dataset": dataset_kind(Path(data)), "path": Path(data)})
     dataset = build_dataset(cfg.data, cfg.train.seed, unsplit=split if data is not None else None)
-    items, skipped = load_items(dataset.split(split), policy=cfg.data.bad_files,
-                                require_deidentified=cfg.data.require_deidentified)
-    if not items:
+    raw = dataset.split(split)
+    if not raw:
         raise MedsightError(f"the {split} split is empty")
     names, lesion_cfg = loaded.class_names, cfg.segmentation.lesions
-    rows, froc_cases, shown_best, shown_worst = [], [], [], []
-    for n, item in enumerate(tqdm(items, desc=f"evaluate {split}", unit="case", disable=None)):
+    rows, froc_scans, shown_best, shown_worst, skipped = [], [], [], [], []
+    # one case in memory at a time: read, segment, measure, keep the numbers
+    for n, item in enumerate(tqdm(raw, desc=f"evaluate {split}", unit="case", disable=None)):
+        got, bad = load_items([item], policy=cfg.data.bad_files, progress=False,
+                              require_deidentified=cfg.data.require_deidentified)
+        skipped.extend(bad)
+        if not got:
+            continue
+        item = got[0]
         if item.get("mask") is None:
             raise MedsightError(f"{item.get('id')}: no reference mask to evaluate against")
         seg = segment_image(loaded, item["image"], mirror)
@@ -55,15 +61,18 @@ def evaluate_segmentation(run: Path, split: str = "test", data: Path | None = No
         foreground = 1.0 - seg.probabilities[0].numpy()
         lesions, lesion_map = label_lesions(foreground, item["image"].affine.numpy(),
                                             lesion_cfg.candidate_threshold, lesion_cfg.min_size)
-        froc_cases.append((lesions, ref > 0, lesion_map) if lesion_cfg.hit_rule == "iou" else (lesions, ref > 0))
+        case = (lesions, ref > 0, lesion_map) if lesion_cfg.hit_rule == "iou" else (lesions, ref > 0)
+        froc_scans.append(scan_hits(case, lesion_cfg.hit_rule, lesion_cfg.iou_threshold))
         shown = {"image": np.asarray(item["image"][0]), "ref": ref, "pred": pred,
                  "caption": f"{row['case']}: Dice {_mean_dice(row, names):.3f}",
                  "spacing": list(spacing_of(item["image"]))}
         if ref.any():  # an empty slice segmented empty is "perfect" but shows nothing
             _keep(shown_best, _mean_dice(row, names), n, shown)
             _keep(shown_worst, -_mean_dice(row, names), n, shown)
+    if not rows:
+        raise MedsightError(f"the {split} split is empty ({len(skipped)} files skipped)")
     summary = summarize(rows, names, cfg.evaluation.n_bootstrap, cfg.train.seed)
-    lesion_result = froc(froc_cases, lesion_cfg.hit_rule, lesion_cfg.iou_threshold)
+    lesion_result = froc_from_scans(froc_scans, lesion_cfg.hit_rule, lesion_cfg.iou_threshold)
     dice = {name: {"mean": s["dice"]["mean"], "ci": s["dice"]["ci"]} for name, s in summary["per_class"].items()}
     metrics = {"task": "segmentation", "split": split, "n": len(rows), "class_names": names,
                "data": str(data or cfg.data.path or cfg.data.dataset), "model": cfg.model.name,

@@ -97,27 +97,46 @@ def froc(
     (None for the centre rule). Sensitivities and the score are None without reference lesions.
     """
     _check_rule(hit_rule, iou_threshold)
+    if not cases:
+        raise MedsightError("no scans to evaluate")
+    return froc_from_scans([scan_hits(case, hit_rule, iou_threshold) for case in cases], hit_rule,
+                           iou_threshold, fp_rates)
+
+
+ScanHits = tuple[list[float], list[int | None], int]
+
+
+def scan_hits(case: tuple[Any, ...], hit_rule: HitRule = "center", iou_threshold: float = 0.1) -> ScanHits:
+    """One scan reduced to what FROC needs: each predicted lesion's probability, the reference
+    lesion it hits (or None) and the number of reference lesions. Evaluation keeps this, not
+    the scan's masks, so memory does not grow with the size or number of scans."""
+    if len(case) not in (2, 3):
+        raise MedsightError("each FROC case is (lesions, ref_mask) or (lesions, ref_mask, pred_labels)")
+    lesions = case[0]
+    ref_labels, n_case = reference_lesions(case[1])
+    hits = _hits(lesions, ref_labels, n_case, hit_rule, iou_threshold, case[2] if len(case) == 3 else None)
+    return [float(lesion["probability"]) for lesion in lesions], list(hits), n_case
+
+
+def froc_from_scans(scans: Sequence[ScanHits], hit_rule: HitRule = "center", iou_threshold: float = 0.1,
+                    fp_rates: Sequence[float] = LUNA16_FP_RATES) -> dict[str, Any]:
+    """:func:`froc` from scans already reduced by :func:`scan_hits`."""
     rates = [float(r) for r in fp_rates]
     if not rates or not all(math.isfinite(r) and r > 0 for r in rates):
         raise MedsightError(f"false-positive rates must be positive numbers, got {list(fp_rates)}")
-    if not cases:
+    if not scans:
         raise MedsightError("no scans to evaluate")
     probs: list[float] = []
     hit_ids: list[int] = []  # -1: hits nothing; else a reference lesion id unique over scans
     n_ref = 0
-    for case in cases:
-        if len(case) not in (2, 3):
-            raise MedsightError("each FROC case is (lesions, ref_mask) or (lesions, ref_mask, pred_labels)")
-        lesions = case[0]
-        ref_labels, n_case = reference_lesions(case[1])
-        hits = _hits(lesions, ref_labels, n_case, hit_rule, iou_threshold, case[2] if len(case) == 3 else None)
-        probs.extend(float(lesion["probability"]) for lesion in lesions)
+    for scan_probs, hits, n_case in scans:
+        probs.extend(scan_probs)
         hit_ids.extend(-1 if h is None else n_ref + h for h in hits)
         n_ref += n_case
     if not all(math.isfinite(p) for p in probs):
         raise MedsightError("lesion probabilities must be finite numbers")
     thresholds, fps, tps = _operating_points(np.array(probs), np.array(hit_ids, dtype=np.int64))
-    n_scans = len(cases)
+    n_scans = len(scans)
     fp_per_scan = fps / n_scans
     sens_at: dict[str, float | None] = {f"{r:g}": None for r in rates}
     sensitivity: list[float] | None = None

@@ -9,6 +9,8 @@ Lesions are the connected components of each class's probability map.
 
 from __future__ import annotations
 
+import time
+
 import logging
 import warnings
 from dataclasses import dataclass
@@ -84,6 +86,7 @@ def segment_paths(run_dir: Path, inputs: Sequence[Path], out_dir: Path, mirror: 
     results, all_lesions = [], []
     for i, path in enumerate(tqdm(expand_inputs(list(inputs), run.spatial_dims), desc="segment", unit="image",
                                   disable=None)):
+        t0 = time.perf_counter()
         image = read_image(path)
         result = segment_image(run, image, mirror)
         stem = f"{i:04d}_{safe_stem(path)}"
@@ -105,6 +108,9 @@ def segment_paths(run_dir: Path, inputs: Sequence[Path], out_dir: Path, mirror: 
                                                run.class_names))
             record["overlay"] = str(png)
         all_lesions += [{"input": str(path), **lesion} for lesion in result.lesions]
+        record["seconds"] = round(time.perf_counter() - t0, 2)
+        log.info("segmented %s (%s voxels) in %.1f s", path.name, "x".join(map(str, image.shape[1:])),
+                 record["seconds"])
         results.append(record)
     write_json(out_dir / LESIONS_FILE, all_lesions)
     write_json(out_dir / "segmentations.json", results)
