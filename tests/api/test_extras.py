@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from medsight.cli import app
 from medsight.utils.extras import MissingExtraError, require
 
-BASE_MODULES = ("medsight", "medsight.cli", "medsight.inference.load", "medsight.inference.batch",
+BASE_MODULES = ("medsight", "medsight.cli", "medsight.api", "medsight.inference.load", "medsight.inference.batch",
                 "medsight.inference.segment", "medsight.evaluation.evaluate", "medsight.training.run")
 
 
