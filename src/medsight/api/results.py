@@ -177,10 +177,9 @@ class Evaluation(_Result):
                             ("metric", "value", "95% CI"), rows)
 
     @classmethod
-    def from_metrics(cls, raw: dict[str, Any], written: str | None = None) -> "Evaluation":
-        """From the dict ``evaluate_run`` returns, for any task."""
+    def from_metrics(cls, raw: dict[str, Any], task: str, written: str | None = None) -> "Evaluation":
+        """From the dict ``evaluate_run`` returns for a run of ``task``."""
         raw = jsonable({k: v for k, v in raw.items() if k != "curves"})  # detection: PR curves
-        task = raw.get("task") or "classification"
         metrics: dict[str, Metric] = {}
         if task == "segmentation":
             metrics["mean_dice"] = _metric(raw["mean_dice"]["mean"], raw["mean_dice"].get("ci"))

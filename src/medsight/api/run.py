@@ -167,10 +167,10 @@ class Run:
                       target_sensitivity=target_sensitivity)
         if write:
             target = Path(out) if out is not None else self.path
-            return Evaluation.from_metrics(evaluate_run(self.path, out_dir=target, **kwargs), str(target))
+            return Evaluation.from_metrics(evaluate_run(self.path, out_dir=target, **kwargs), self.task, str(target))
         with tempfile.TemporaryDirectory(prefix="medsight-evaluate-") as scratch:  # the files are dropped
             raw = evaluate_run(self.path, out_dir=Path(scratch), save_decision=False, **kwargs)
-        return Evaluation.from_metrics(raw)
+        return Evaluation.from_metrics(raw, self.task)
 
 
 def _as_list(result: Result | list[Result]) -> list[Result]:
