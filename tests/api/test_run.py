@@ -65,6 +65,7 @@ def test_predict_arrays_and_tensors_like_the_file(api_run, slice_files):
     (np.array([["a", "b"], ["c", "d"]]), "array: expected numbers, got an array of dtype <U1"),
     (torch.zeros(1, 0, 8), "array: empty image (shape (0, 8))"),
     (3.5, "array: expected a path, numpy array, torch tensor or MetaTensor, got float"),
+    (np.zeros((1, 4, 64, 64)), "array: is 3D (shape (1, 4, 64, 64), channel first), but the model is 2D"),
 ])
 def test_bad_arrays_are_one_line_errors(api_run, bad, problem):
     with pytest.raises(InputFileError) as err:

@@ -30,10 +30,9 @@ def mask_png(image: np.ndarray, mask: np.ndarray) -> bytes:
 
 def boxes_png(image: np.ndarray, boxes: np.ndarray, labels: Sequence[str]) -> bytes:
     """An 8-bit ``(3, rows, cols)`` image with its boxes and their class names."""
-    canvas = Image.fromarray(np.moveaxis(np.asarray(image, np.uint8), 0, -1))
-    scale = canvas.size[0]
-    canvas = _upscaled(canvas)
-    scale = canvas.size[0] / scale
+    original = Image.fromarray(np.moveaxis(np.asarray(image, np.uint8), 0, -1))
+    canvas = _upscaled(original)
+    scale = canvas.size[0] / original.size[0]
     draw = ImageDraw.Draw(canvas)
     for box, name in zip(np.asarray(boxes, float), labels):
         x0, y0, x1, y1 = (float(v) * scale for v in box)

@@ -18,7 +18,7 @@ from monai.data import MetaTensor
 
 from medsight.api.results import DetectionResult, Evaluation, Prediction, SegmentationResult
 from medsight.config import RunConfig, apply_override, config_from_dict, load_config
-from medsight.errors import ConfigError, MedsightError
+from medsight.errors import ConfigError, InputFileError, MedsightError
 from medsight.inference.predict import expand_inputs
 from medsight.io.validate import as_image
 
@@ -112,7 +112,11 @@ class Run:
             return results if Path(image).is_dir() and spatial_dims == 2 else results[0]
         if self.task == "detection":
             raise MedsightError("a detection run reads image files (8-bit grey or RGB); give a path")
-        return self._predict_image(as_image(image), "array", heatmap, method, tta, clinical)
+        image = as_image(image)
+        if image.ndim - 1 != self._model.spatial_dims:
+            raise InputFileError("array", f"is {image.ndim - 1}D (shape {tuple(image.shape)}, channel first), but the "
+                                          f"model is {self._model.spatial_dims}D")
+        return self._predict_image(image, "array", heatmap, method, tta, clinical)
 
     def _predict_path(self, path: Path, heatmap: bool, method: str, tta: bool | None,
                       clinical: Mapping[str, str] | None) -> Result:
