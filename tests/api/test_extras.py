@@ -54,3 +54,23 @@ def test_base_modules_import_no_optional_library():
             " if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_predict_without_onnxruntime_uses_pytorch_even_with_an_export(api_run, slice_files, tmp_path, monkeypatch,
+                                                                        caplog):
+    import json
+    import shutil
+
+    import medsight
+    from medsight.inference.engine import EXPORT_FILE, ONNX_FILE, TorchEngine, exported_model, file_sha256
+    from medsight.inference.load import load_run
+
+    run_dir = shutil.copytree(api_run.path, tmp_path / "run")
+    (run_dir / ONNX_FILE).write_bytes(b"not used")  # a current export, as far as export.json says
+    (run_dir / EXPORT_FILE).write_text(json.dumps({"checkpoint_sha256": file_sha256(run_dir / "checkpoints/best.pt")}))
+    assert exported_model(run_dir, run_dir / "checkpoints/best.pt") == run_dir / ONNX_FILE
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    assert isinstance(load_run(run_dir).engine, TorchEngine)
+    assert "onnxruntime is not installed (pip install 'medsight[onnx]'); using PyTorch" in caplog.text
+    res = medsight.load(run_dir).predict(slice_files["png"], heatmap=False)
+    assert res.probabilities == pytest.approx(api_run.predict(slice_files["png"], heatmap=False).probabilities)
