@@ -118,7 +118,22 @@ def test_evaluate_writes_nothing_unless_asked(api_run, tmp_path):
 
 
 def test_the_library_installs_no_logging_handlers(api_run, slice_files):
+    """Loading, predicting and evaluating leave logging as the program set it (here: untouched):
+    no handler on the root logger or medsight's (libraries it imports may add their own)."""
+    import subprocess
+    import sys
+
+    code = ("import logging, medsight\n"
+            f"run = medsight.load({str(api_run.path)!r})\n"
+            f"run.predict({str(slice_files['png'])!r}); run.evaluate()\n"
+            "loggers = [logging.root] + [logging.getLogger(n) for n in logging.root.manager.loggerDict\n"
+            "                            if n.partition('.')[0] == 'medsight']\n"
+            "print(sum(len(getattr(lg, 'handlers', [])) for lg in loggers), logging.root.level)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["0", str(logging_warning())], out.stderr
+
+
+def logging_warning() -> int:
     import logging
 
-    medsight_loggers = [logging.getLogger(name) for name in logging.root.manager.loggerDict if name.startswith("medsight")]
-    assert all(not lg.handlers for lg in medsight_loggers if isinstance(lg, logging.Logger))
+    return logging.WARNING
