@@ -81,11 +81,11 @@ def train(
     import os
 
     from medsight.config import load_config
-    from medsight.training.run import train_folds, train_run
+    from medsight.training.run import planned_overrides, train_folds, train_run
 
     if config is None and data is None:
         raise MedsightError("give a config file or --data PATH (see medsight train --help)")
-    overrides = _data_overrides(data) + ([f"train.time_budget_minutes={minutes}"] if minutes else []) + list(set_)
+    overrides = planned_overrides(data, minutes) + list(set_)
     cfg = load_config(config, overrides)  # a bad config fails here, before any process starts
     if folds:
         run_dir = train_folds(cfg, out, folds, resume=resume)
@@ -102,21 +102,6 @@ def train(
     run_dir = train_run(cfg, out, resume=resume)
     if int(os.environ.get("RANK", "0")) == 0:
         typer.echo(f"run folder: {run_dir}")
-
-
-def _data_overrides(data: Optional[Path]) -> list[str]:
-    """``--data PATH``: the data set kind from the path, and a run name from the file name."""
-    if data is None:
-        return []
-    from medsight.data.registry import dataset_kind, implied_task
-
-    if not data.exists():
-        raise MedsightError(f"{data}: no such file or folder")
-    kind = dataset_kind(data)
-    name = data.name.split(".")[0] or "run"
-    task = implied_task(data, kind)
-    return [f"data.dataset={kind}", f"data.path={data.resolve()}", f"name={name}",
-            *([f"task={task}"] if task else [])]
 
 
 @app.command()

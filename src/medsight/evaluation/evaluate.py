@@ -37,8 +37,11 @@ METRICS_FILE = "metrics.json"
 
 def evaluate_run(run: Path, split: str = "test", data: Path | None = None,
                  target_sensitivity: float | None = None, threshold: float | None = None,
-                 out_dir: Path | None = None, tta: bool = False) -> dict:
-    """Evaluate a run on a split; ``tta`` averages the calibrated softmax over test-time views."""
+                 out_dir: Path | None = None, tta: bool = False, save_decision: bool = True) -> dict:
+    """Evaluate a run on a split; ``tta`` averages the calibrated softmax over test-time views.
+
+    A threshold chosen for ``target_sensitivity`` is saved as the run's ``decision.json``
+    unless ``save_decision`` is False."""
     if not is_ensemble(run) and read_run(run)[1].get("task") == "detection":
         from medsight.evaluation.detection_run import evaluate_detection
 
@@ -83,9 +86,10 @@ def evaluate_run(run: Path, split: str = "test", data: Path | None = None,
         y_val, p_val = probabilities("val")
         thr = threshold_for_sensitivity(y_val, p_val[:, 1], target_sensitivity)
         source = f"val split, target sensitivity {target_sensitivity:g}"
-        write_json(Path(run) / "decision.json", {"threshold": thr, "target_sensitivity": target_sensitivity,
-                                                 "chosen_on": "val", "temperature": loaded.temperature(),
-                                                 "tta": tta})
+        if save_decision:
+            write_json(Path(run) / "decision.json", {"threshold": thr, "target_sensitivity": target_sensitivity,
+                                                     "chosen_on": "val", "temperature": loaded.temperature(),
+                                                     "tta": tta})
     metrics = classification_metrics(y, probs, names, threshold=thr if binary else None,
                                      n_bootstrap=cfg.evaluation.n_bootstrap, seed=cfg.train.seed)
     if loaded.members:  # an ensemble: each member beside it, on the same images

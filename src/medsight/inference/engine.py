@@ -20,6 +20,7 @@ from torch import nn
 
 from medsight.errors import InputFileError
 from medsight.runtime import Runtime
+from medsight.utils.extras import available, require
 
 log = logging.getLogger(__name__)
 ONNX_FILE, EXPORT_FILE = "model.onnx", "export.json"
@@ -53,6 +54,7 @@ class OnnxEngine:
     """An exported model under ONNX Runtime's CPU execution provider (fp32)."""
 
     def __init__(self, path: Path, threads: int):
+        require("onnxruntime", extra="onnx", feature="running an ONNX export")
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -72,7 +74,8 @@ class OnnxEngine:
 
 
 def exported_model(run_dir: Path, checkpoint_file: Path) -> Path | None:
-    """``RUN/model.onnx`` if it was exported from this very checkpoint, else None."""
+    """``RUN/model.onnx`` if it was exported from this very checkpoint and ONNX Runtime is
+    installed, else None."""
     onnx_path, meta_path = run_dir / ONNX_FILE, run_dir / EXPORT_FILE
     if not (onnx_path.is_file() and meta_path.is_file()):
         return None
@@ -83,6 +86,10 @@ def exported_model(run_dir: Path, checkpoint_file: Path) -> Path | None:
     if meta.get("checkpoint_sha256") != file_sha256(checkpoint_file):
         log.warning("%s is stale (the checkpoint changed after export); using PyTorch. "
                     "Run `medsight export` again.", onnx_path)
+        return None
+    if not available("onnxruntime"):  # the export is optional: PyTorch gives the same answers
+        log.warning("%s is not used: onnxruntime is not installed (pip install 'medsight[onnx]'); "
+                    "using PyTorch", onnx_path)
         return None
     return onnx_path
 

@@ -33,6 +33,7 @@ from medsight.inference.engine import EXPORT_FILE, ONNX_FILE, OnnxEngine, file_s
 from medsight.inference.load import load_run
 from medsight.runtime.checkpoint import BEST
 from medsight.utils.atomic import atomic_path, write_json
+from medsight.utils.extras import require
 
 if TYPE_CHECKING:
     import numpy as np
@@ -53,6 +54,7 @@ def export_run(run_dir: str | Path, fmt: str = "onnx", quantize: str | None = No
         raise ConfigError(f"unknown export format {fmt!r}; choose {', '.join(FORMATS)}")
     if quantize not in QUANTIZE:
         raise ConfigError(f"unknown quantisation {quantize!r}; choose int8 (or none)")
+    require("onnx", "onnxruntime", extra="onnx", feature="medsight export")
     run_dir = Path(run_dir)
     run = load_run(run_dir, prefer_onnx=False)
     if run.clinical is not None:  # two inputs (images + table): not wired through export and engines yet

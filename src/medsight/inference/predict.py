@@ -16,6 +16,7 @@ from medsight.errors import InputFileError, MedsightError
 from medsight.inference.explain import explain
 from medsight.inference.load import LoadedRun
 from medsight.inference.uncertainty import uncertainty_records
+from medsight.io.validate import as_image
 from medsight.models.fusion import FusionBatch
 
 
@@ -92,13 +93,16 @@ def diagnose(run: LoadedRun, images: torch.Tensor | FusionBatch, tta: bool = Fal
     return [{**decide(run, p), **u} for p, u in zip(views.mean(0), extra)]
 
 
-def predict_image(run: LoadedRun, image: MetaTensor, heatmap: bool = True, method: str = "gradcam",
-                  tta: bool = False, clinical: Mapping[str, str] | None = None
+def predict_image(run: LoadedRun, image: MetaTensor | np.ndarray | torch.Tensor, heatmap: bool = True,
+                  method: str = "gradcam", tta: bool = False, clinical: Mapping[str, str] | None = None
                   ) -> tuple[dict, np.ndarray | None, np.ndarray]:
     """Diagnose one image (and, for fused runs, its ``clinical`` values): the result record,
-    its heatmap (or None) and the model-space image."""
+    its heatmap (or None) and the model-space image.
+
+    ``image`` as ``read_image`` returns it, or an array or tensor channel first (a 2D numpy
+    array is one grey channel; see :func:`medsight.io.validate.as_image`)."""
     check_single_image(run, clinical is not None)
-    return predict_case(run, image, heatmap, method, tta, clinical)
+    return predict_case(run, as_image(image), heatmap, method, tta, clinical)
 
 
 def predict_case(run: LoadedRun, image: MetaTensor, heatmap: bool = True, method: str = "gradcam",

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import torch
 from monai.data import MetaTensor
 
 from medsight.errors import InputFileError
@@ -59,3 +60,26 @@ def checked_image(
             raise InputFileError(path, f"invalid voxel spacing {spacing}")
     meta.update(format=format, source=str(path))
     return make_image(array, spacing=spacing, affine=affine, **meta)
+
+
+def as_image(image: Any, name: str = "array") -> MetaTensor:
+    """An in-memory image as a medsight image: a ``MetaTensor`` as it is, a numpy array or torch
+    tensor channel first ``(C, H, W)`` / ``(C, D, H, W)`` (a 2D numpy array is one grey channel)
+    with unit spacing. Bad shapes, types, NaNs or infinities are one-line :class:`InputFileError`."""
+    if isinstance(image, MetaTensor):
+        if not bool(torch.isfinite(image.as_tensor()).all()):
+            raise InputFileError(image.meta.get("source", name), "contains NaN or infinite values")
+        return image
+    if isinstance(image, torch.Tensor):
+        array = image.detach().cpu().numpy()
+    elif isinstance(image, np.ndarray):
+        array = image[None] if image.ndim == 2 else image
+    else:
+        raise InputFileError(name, f"expected a path, numpy array, torch tensor or MetaTensor, got "
+                                   f"{type(image).__name__}")
+    if array.dtype.kind not in "biuf":
+        raise InputFileError(name, f"expected numbers, got an array of dtype {array.dtype}")
+    if array.ndim not in (3, 4):
+        raise InputFileError(name, f"expected a channel-first (C, H, W) or (C, D, H, W) array, got shape "
+                                   f"{tuple(array.shape)}")
+    return checked_image(array, name, format="array")

@@ -7,12 +7,14 @@ from pathlib import Path
 from typing import Sequence
 
 from medsight.service.settings import ServiceSettings, check_binding
+from medsight.utils.extras import require
 
 log = logging.getLogger(__name__)
 
 
 def serve(runs: Sequence[str | Path], host: str, port: int, settings: ServiceSettings) -> None:
     """Load ``runs`` and answer on ``host:port`` until interrupted."""
+    require("fastapi", "uvicorn", "python_multipart", extra="service", feature="medsight serve")
     import uvicorn
 
     from medsight.service.app import create_app

@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 
 from medsight.config import RunConfig, save_config
 from medsight.data.cache import CACHE_DIRNAME
-from medsight.errors import ConfigError
+from medsight.errors import ConfigError, MedsightError
 from medsight.models import model_spec
 from medsight.runtime import Runtime
 from medsight.runtime.checkpoint import LAST
@@ -50,6 +50,24 @@ def task_of(cfg: RunConfig) -> str:
     if cfg.data.dataset == "voc":
         return "detection"
     return "fusion" if cfg.data.clinical else cfg.task  # images + table
+
+
+def planned_overrides(data: str | Path | None, minutes: float | None = None) -> list[str]:
+    """The config overrides of ``medsight train --data PATH --minutes M``: the data set kind
+    (and task) from the path, a run name from the file name, and the time budget."""
+    budget = [f"train.time_budget_minutes={minutes}"] if minutes else []
+    if data is None:
+        return budget
+    from medsight.data.registry import dataset_kind, implied_task
+
+    data = Path(data)
+    if not data.exists():
+        raise MedsightError(f"{data}: no such file or folder")
+    kind = dataset_kind(data)
+    name = data.name.split(".")[0] or "run"
+    task = implied_task(data, kind)
+    return [f"data.dataset={kind}", f"data.path={data.resolve()}", f"name={name}",
+            *([f"task={task}"] if task else []), *budget]
 
 
 def train_run(cfg: RunConfig, out: Path | None = None, *, resume: bool = False,
