@@ -9,9 +9,8 @@ Lesions are the connected components of each class's probability map.
 
 from __future__ import annotations
 
-import time
-
 import logging
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
