@@ -21,7 +21,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from monai.data.box_utils import box_iou
 
-from medsight.evaluation.plots import _style, _to_png
+from medsight.utils.figures import styled, to_png
 
 Boxes = Mapping[str, "np.ndarray | object"]  # {"boxes": (N, 4), "labels": (N,), ["scores"|"difficult"]: (N,)}
 
@@ -102,7 +102,7 @@ def detection_metrics(predictions: Sequence[Boxes], targets: Sequence[Boxes], cl
             "n_ground_truth": n_gt, "n_detections": n_det, "n_images": len(targets), "curves": curves}
 
 
-@_style
+@styled
 def plot_detection_pr(metrics: Mapping) -> bytes:
     """Precision-recall curve per class with its AP, from :func:`detection_metrics`."""
     fig = Figure(figsize=(6.0, 4.8))
@@ -120,7 +120,7 @@ def plot_detection_pr(metrics: Mapping) -> bytes:
            title=f"Precision-recall at IoU {thr:g}: mAP {metrics['map']:.3f}")
     if ax.lines:
         ax.legend(loc="lower left")
-    return _to_png(fig)
+    return to_png(fig)
 
 
 def _array(value) -> np.ndarray:

@@ -10,6 +10,7 @@ import yaml
 from medsight.evaluation import plots
 from medsight.evaluation.report import HtmlReport
 from medsight.evaluation.trust import add_trust_section
+from medsight.training.curves import plot_training_curves
 from medsight.training.history import read_history
 
 REPORT_FILE = "report.html"
@@ -65,7 +66,7 @@ def write_run_report(out_dir: Path, run_dir: Path, predictions: list[dict] | Non
     if history:
         report.add_heading("Training")
         monitor = cfg["train"].get("monitor") or (plan.get("planned") or {}).get("train.monitor") or "val_loss"
-        report.add_image("Training curves", plots.plot_training_curves(history, monitor))
+        report.add_image("Training curves", plot_training_curves(history, monitor))
     if predictions:
         report.add_heading("Diagnoses with Grad-CAM heatmaps")
         report.add_image_grid([

@@ -16,12 +16,12 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
-from medsight.evaluation.plots import _message_figure, _style, _to_png
+from medsight.utils.figures import message_figure, styled, to_png
 
 _CONTOUR_COLOURS = ("#00c853", "#ffab00", "#2979ff", "#ff4081", "#00e5ff", "#d500f9", "#ffea00", "#ff3d00")
 
 
-@_style
+@styled
 def plot_dice_per_class(rows: Sequence[Mapping[str, Any]], class_names: Sequence[str], *, seed: int = 0) -> bytes:
     """Box plot of Dice per foreground class with every case as a jittered dot and the mean as a diamond.
 
@@ -33,7 +33,7 @@ def plot_dice_per_class(rows: Sequence[Mapping[str, Any]], class_names: Sequence
     ax = fig.add_subplot()
     ax.set_title(f"Dice per class (n = {len(rows)} cases)")
     if not any(v.size for v in values):
-        return _message_figure(fig, ax, "No Dice values to plot")
+        return message_figure(fig, ax, "No Dice values to plot")
     positions = np.arange(1, len(names) + 1)
     drawn = [(p, v) for p, v in zip(positions, values) if v.size]
     ax.boxplot([v for _, v in drawn], positions=[p for p, _ in drawn], widths=0.5, showfliers=False,
@@ -48,10 +48,10 @@ def plot_dice_per_class(rows: Sequence[Mapping[str, Any]], class_names: Sequence
     ax.set_xticks(positions, labels=names, rotation=30 if max(map(len, names)) > 10 else 0)
     ax.set(ylim=(-0.03, 1.03), ylabel="Dice", xlim=(0.4, len(names) + 0.6))
     ax.legend(loc="lower left")
-    return _to_png(fig)
+    return to_png(fig)
 
 
-@_style
+@styled
 def overlay_cases_png(
     items: Sequence[Mapping[str, Any]],
     class_names: Sequence[str] | None = None,
@@ -70,7 +70,7 @@ def overlay_cases_png(
     """
     if not items:
         fig = Figure(figsize=(5, 2.5))
-        return _message_figure(fig, fig.add_subplot(), "No cases to show")
+        return message_figure(fig, fig.add_subplot(), "No cases to show")
     panels = [_case_slice(item, axis) for item in items]
     columns = max(1, min(columns, len(items)))
     n_rows = math.ceil(len(items) / columns)
@@ -91,10 +91,10 @@ def overlay_cases_png(
         handles.append(Line2D([], [], color=_colour(label), lw=3, label=name))
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), frameon=False)
     fig.subplots_adjust(bottom=0.45 / fig.get_figheight(), hspace=0.12, wspace=0.04)
-    return _to_png(fig)
+    return to_png(fig)
 
 
-@_style
+@styled
 def plot_froc(result: Mapping[str, Any]) -> bytes:
     """FROC curve (log x axis, 1/8 to 8 false positives per scan) with the operating points
     of ``result["fp_rates"]`` marked and the score in the title; ``result`` is from ``froc()``."""
@@ -103,7 +103,7 @@ def plot_froc(result: Mapping[str, Any]) -> bytes:
     score = result.get("score")
     ax.set_title("FROC" if score is None else f"FROC (score {score:.3f})")
     if result.get("sensitivity") is None:
-        return _message_figure(fig, ax, "FROC undefined: no reference lesions")
+        return message_figure(fig, ax, "FROC undefined: no reference lesions")
     rates = [float(r) for r in result["fp_rates"]]
     lo, hi = min(rates + [0.125]) / 1.5, max(rates + [8.0]) * 1.5
     fps = np.r_[0.0, result["fp_per_scan"]]
@@ -127,7 +127,7 @@ def plot_froc(result: Mapping[str, Any]) -> bytes:
     ax.set(xlim=(lo, hi), ylim=(0, 1.05), xlabel="False positives per scan",
            ylabel=f"Sensitivity (hit rule: {rule})")
     ax.legend(loc="lower right")
-    return _to_png(fig)
+    return to_png(fig)
 
 
 def _case_slice(item: Mapping[str, Any], axis: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, str]:
