@@ -10,8 +10,9 @@ import logging
 from pathlib import Path
 
 from medsight.data.voc import load_detection_image, voc_dataset
-from medsight.evaluation.detection import detection_metrics, plot_detection_pr
+from medsight.evaluation.detection import plot_detection_pr
 from medsight.inference.detection import load_detector
+from medsight.metrics.detection import detection_metrics
 from medsight.utils.atomic import write_bytes, write_json
 
 log = logging.getLogger(__name__)

@@ -104,7 +104,7 @@ def _quantize_int8(run, onnx_path: Path) -> dict:
     """Quantise ``onnx_path`` in place, calibrated on training images and checked on val."""
     from medsight.data.prepared import prepare_data
     from medsight.data.registry import build_dataset
-    from medsight.evaluation.classification import auc_score
+    from medsight.metrics.classification import auc_score
 
     cfg = run.inference_config()
     data = build_dataset(cfg.data, cfg.train.seed)
