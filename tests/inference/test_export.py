@@ -8,10 +8,11 @@ import torch
 
 from medsight.errors import ConfigError
 from medsight.inference.batch import predict_paths
-from medsight.inference.engine import EXPORT_FILE, ONNX_FILE, OnnxEngine, TorchEngine, run_batches
+from medsight.inference.engine import EXPORT_FILE, ONNX_FILE, OnnxEngine
 from medsight.inference.export import export_run
 from medsight.inference.load import load_run
 from medsight.runtime import PRECISION_ENV, Runtime
+from medsight.runtime.engine import TorchEngine, run_batches
 
 
 @pytest.fixture

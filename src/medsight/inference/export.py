@@ -24,9 +24,10 @@ from typing import TYPE_CHECKING
 import torch
 
 from medsight.errors import ConfigError, MedsightError
-from medsight.inference.engine import EXPORT_FILE, ONNX_FILE, OnnxEngine, file_sha256, run_batches
+from medsight.inference.engine import EXPORT_FILE, ONNX_FILE, OnnxEngine, file_sha256
 from medsight.inference.load import load_run
 from medsight.runtime.checkpoint import BEST
+from medsight.runtime.engine import run_batches
 from medsight.utils.atomic import atomic_path, write_json
 
 if TYPE_CHECKING:

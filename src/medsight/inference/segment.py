@@ -24,9 +24,9 @@ from medsight.errors import ConfigError, InputFileError
 from medsight.inference.lesions import find_lesions
 from medsight.inference.load import LoadedRun, load_run
 from medsight.inference.predict import expand_inputs
-from medsight.inference.sliding import sliding_probabilities
 from medsight.io import read_image
 from medsight.io.write import write_nifti
+from medsight.runtime.sliding import sliding_probabilities
 from medsight.utils.atomic import write_bytes, write_json
 from medsight.utils.paths import safe_stem
 
