@@ -80,6 +80,7 @@ def train(
     import os
 
     from medsight.config import load_config
+    from medsight.evaluation.calibrate import calibrate_run
     from medsight.training.run import train_folds, train_run
 
     if config is None and data is None:
@@ -87,7 +88,7 @@ def train(
     overrides = _data_overrides(data) + ([f"train.time_budget_minutes={minutes}"] if minutes else []) + list(set_)
     cfg = load_config(config, overrides)  # a bad config fails here, before any process starts
     if folds:
-        run_dir = train_folds(cfg, out, folds, resume=resume)
+        run_dir = train_folds(cfg, out, folds, resume=resume, calibrate=calibrate_run)
         typer.echo(f"ensemble of {folds} folds: {run_dir}")
         return
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
@@ -98,7 +99,7 @@ def train(
         launch_local(nproc, args + (["--resume"] if resume else []))
         typer.echo(f"run folder: {out if out is not None else Path('runs') / cfg.name}")
         return
-    run_dir = train_run(cfg, out, resume=resume)
+    run_dir = train_run(cfg, out, resume=resume, calibrate=calibrate_run)
     if int(os.environ.get("RANK", "0")) == 0:
         typer.echo(f"run folder: {run_dir}")
 
@@ -204,7 +205,7 @@ def ensemble(
 
     Example: medsight ensemble runs/a runs/b runs/c --out runs/abc && medsight evaluate runs/abc
     """
-    from medsight.inference.ensemble import write_ensemble
+    from medsight.runtime.ensemble_folder import write_ensemble
 
     typer.echo(f"ensemble: {write_ensemble(out, runs)}")
 
