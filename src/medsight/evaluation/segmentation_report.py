@@ -9,7 +9,8 @@ from typing import Any, Sequence
 import yaml
 
 from medsight.evaluation.report import HtmlReport
-from medsight.evaluation.segmentation_plots import overlay_cases_png, plot_dice_per_class, plot_froc
+from medsight.evaluation.segmentation_plots import plot_dice_per_class, plot_froc
+from medsight.inference.contours import overlay_cases_png
 from medsight.training.curves import plot_training_curves
 from medsight.training.history import read_history
 

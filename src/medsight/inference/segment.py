@@ -77,7 +77,7 @@ def segment_image(run: LoadedRun, image: MetaTensor, mirror: bool | None = None)
 def segment_paths(run_dir: Path, inputs: Sequence[Path], out_dir: Path, mirror: bool | None = None,
                   overlays: bool = True) -> list[dict]:
     """Segment every input; write masks (NIfTI; DICOM SEG for DICOM), overlays and lesions.json."""
-    from medsight.evaluation.segmentation_plots import overlay_cases_png
+    from medsight.inference.contours import overlay_cases_png
 
     run = load_run(run_dir)
     out_dir = Path(out_dir)
