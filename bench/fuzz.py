@@ -71,9 +71,10 @@ def reason_of(message: str) -> str:
 def train_tiny_run(folder: Path) -> Path:
     """The small trained run ``predict`` is checked against (seconds to train)."""
     from medsight.config import config_from_dict
+    from medsight.evaluation.calibrate import calibrate_run
     from medsight.training.run import train_run
 
-    return train_run(config_from_dict(TINY_RUN), folder / "run")
+    return train_run(config_from_dict(TINY_RUN), folder / "run", calibrate=calibrate_run)
 
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")

@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     from medsight.config import load_config
+    from medsight.evaluation.calibrate import calibrate_run
     from medsight.evaluation.evaluate import evaluate_run
     from medsight.runtime import cpu_description
     from medsight.training.run import train_folds, train_run
@@ -72,9 +73,9 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = args.out or Path(tmp) / "run"
         t0 = time.perf_counter()
         if args.folds:
-            train_folds(cfg, run_dir, args.folds)
+            train_folds(cfg, run_dir, args.folds, calibrate=calibrate_run)
         else:
-            train_run(cfg, run_dir, overwrite=True)
+            train_run(cfg, run_dir, overwrite=True, calibrate=calibrate_run)
         train_seconds = time.perf_counter() - t0
         evaluations = [(False, evaluate_run(run_dir, split="test"))]
         if args.tta:

@@ -106,7 +106,7 @@ def plain_infer(model, loader) -> float:
 
 
 def medsight_infer(engine, images_u8: np.ndarray) -> float:
-    from medsight.inference.engine import run_batches
+    from medsight.runtime.engine import run_batches
 
     t0 = time.perf_counter()
     x = torch.from_numpy(images_u8).float().div_(255.0)[:, None]  # batched normalisation
@@ -124,10 +124,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from medsight.config import load_config
     from medsight.data.prepared import PreparedSplit
-    from medsight.inference.engine import OnnxEngine, TorchEngine
+    from medsight.inference.engine import OnnxEngine
     from medsight.inference.export import quantize_onnx_int8
     from medsight.models import build_model
     from medsight.runtime import Runtime, cpu_description
+    from medsight.runtime.engine import TorchEngine
     from medsight.training.batchnorm import recalibrate_batchnorm
     from medsight.training.classification import ClassificationTask, augmenter
     from medsight.training.trainer import Trainer, epoch_seed

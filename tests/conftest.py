@@ -62,6 +62,7 @@ def tiny_config(**sections) -> RunConfig:
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory) -> Path:
     """A classifier trained briefly on the synthetic set (shared, read-only for tests)."""
+    from medsight.evaluation.calibrate import calibrate_run
     from medsight.training.run import train_run
 
     # Trained well enough (val AUC ~0.9 in fp32 and bf16) that tests judging what it does, such
@@ -69,7 +70,7 @@ def trained_run(tmp_path_factory) -> Path:
     cfg = tiny_config(train={"epochs": 8},
                       transforms={"augment": {"rotate_degrees": 10, "flip": [1], "zoom": 0.1, "prob": 0.5}},
                       data={"synthetic": {"n_train": 500, "n_val": 100, "n_test": 100, "size": 64}})
-    return train_run(cfg, tmp_path_factory.mktemp("runs") / "run")
+    return train_run(cfg, tmp_path_factory.mktemp("runs") / "run", calibrate=calibrate_run)
 
 
 def tiny_segmentation_config(**sections) -> RunConfig:

@@ -50,3 +50,65 @@ def test_bccd_bench_prints_table_and_writes_json(tmp_path):
     result = json.loads(out.read_text())
     assert set(result["ap50"]) == {"square", "disc"} and 0 <= result["map50"] <= 1
     assert result["train_seconds"] > 0 and result["epochs"] == 1 and result["n_test_images"] == 4
+
+
+def _bench(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("script", ["busi.py", "fundus.py"])
+def test_real_data_benches_skip_without_their_data(tmp_path, script):
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / script), "--data", str(tmp_path / "absent")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "skipping" in proc.stdout
+
+
+def test_scale_bench_writes_linked_cases_and_reads_process_memory(tmp_path):
+    import csv
+    import os
+
+    scale = _bench("scale")
+    manifest = scale.write_2d(tmp_path / "2d", 7, 32)
+    rows = list(csv.DictReader(open(manifest)))
+    assert len(rows) == 7 and {r["label"] for r in rows} == {"0", "1"} and len({r["path"] for r in rows}) == 7
+    assert os.stat(rows[0]["path"]).st_nlink > 1  # a hard link into the pool
+    manifest = scale.write_3d(tmp_path / "3d", 3, (16, 16, 8))
+    rows = list(csv.DictReader(open(manifest)))
+    assert list(rows[0]) == ["path", "mask", "patient_id"] and len(rows) == 3
+    rss, pss, main = scale.tree_memory(os.getpid())
+    assert rss >= main > 0
+
+
+def test_fundus_kappa_maps_classes_to_dr_grades_and_leaves_aded_out(tmp_path):
+    fundus = _bench("fundus")
+    names = ["1 - No DR", "10 - ADED", "2 - Mild DR without maculopathy", "4 - Moderate DR without maculopathy"]
+    assert [fundus.grade_of(n) for n in names] == [0, None, 1, 2]
+    path = tmp_path / "cases_test.csv"
+    lines = ["id,source,label," + ",".join(f"p[{n}]" for n in names)]
+    truth = [0, 2, 3, 0, 1, 3]  # indices into names; 1 is ADED
+    for i, t in enumerate(truth):
+        p = [0.1] * 4
+        p[t] = 0.7  # perfect, except the ADED case
+        lines.append(f"e{i},s{i},{t}," + ",".join(map(str, p)))
+    path.write_text("\n".join(lines) + "\n")
+    result = fundus.dr_kappa(path, {f"e{i}": f"p{i // 2}" for i in range(6)}, n_boot=50)
+    assert result["kappa"] == 1.0 and result["aded_test_eyes_left_out"] == 1 and result["kappa_eyes"] == 5
+    assert result["kept_eyes_with_aded_top1"] == 0
+
+
+def test_busi_lesion_figures_keep_only_images_with_a_lesion(tmp_path):
+    busi = _bench("busi")
+    stat = {"mean": 0.5, "ci": [0.4, 0.6]}
+    (tmp_path / "metrics.json").write_text(json.dumps(
+        {"class_names": ["background", "1"], "summary": {"per_class": {"1": {"dice": stat, "hd95_mm": stat}}}}))
+    (tmp_path / "cases_test.csv").write_text("case,1_dice,1_hd95_mm\n/a/benign_1.jpg,0.8,4.0\n"
+                                             "/a/malignant_1.jpg,0.0,\n/a/normal_1.jpg,1.0,0.0\n")
+    labels = {"/a/benign_1.jpg": "benign", "/a/malignant_1.jpg": "malignant", "/a/normal_1.jpg": "normal"}
+    r = busi.lesion_figures(tmp_path, labels)
+    assert r["dice"] == 0.4 and r["test_lesion_images"] == 2 and r["missed_lesions"] == 1
+    assert r["hd95_mm"] == 4.0 and r["hd95_cases"] == 1 and r["dice_all_test"] == 0.5

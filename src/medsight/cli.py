@@ -81,6 +81,7 @@ def train(
     import os
 
     from medsight.config import load_config
+    from medsight.evaluation.calibrate import calibrate_run
     from medsight.training.run import planned_overrides, train_folds, train_run
 
     if config is None and data is None:
@@ -88,7 +89,7 @@ def train(
     overrides = planned_overrides(data, minutes) + list(set_)
     cfg = load_config(config, overrides)  # a bad config fails here, before any process starts
     if folds:
-        run_dir = train_folds(cfg, out, folds, resume=resume)
+        run_dir = train_folds(cfg, out, folds, resume=resume, calibrate=calibrate_run)
         typer.echo(f"ensemble of {folds} folds: {run_dir}")
         return
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
@@ -99,7 +100,7 @@ def train(
         launch_local(nproc, args + (["--resume"] if resume else []))
         typer.echo(f"run folder: {out if out is not None else Path('runs') / cfg.name}")
         return
-    run_dir = train_run(cfg, out, resume=resume)
+    run_dir = train_run(cfg, out, resume=resume, calibrate=calibrate_run)
     if int(os.environ.get("RANK", "0")) == 0:
         typer.echo(f"run folder: {run_dir}")
 
@@ -190,7 +191,7 @@ def ensemble(
 
     Example: medsight ensemble runs/a runs/b runs/c --out runs/abc && medsight evaluate runs/abc
     """
-    from medsight.inference.ensemble import write_ensemble
+    from medsight.runtime.ensemble_folder import write_ensemble
 
     typer.echo(f"ensemble: {write_ensemble(out, runs)}")
 

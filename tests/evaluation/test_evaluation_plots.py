@@ -12,6 +12,7 @@ from PIL import Image
 from medsight.errors import MedsightError
 from medsight.evaluation import plots
 from medsight.evaluation.classification import classification_metrics
+from medsight.training.curves import plot_training_curves
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -66,4 +67,4 @@ def test_plots_validate_inputs():
     ],
 )
 def test_training_curves_tolerate_missing_keys(history):
-    assert_png(plots.plot_training_curves(history))
+    assert_png(plot_training_curves(history))

@@ -13,7 +13,8 @@ import torch
 
 from medsight.errors import MedsightError
 from medsight.evaluation.segmentation import METRICS, case_metrics, rank_cases, summarize, write_cases_csv
-from medsight.evaluation.segmentation_plots import _case_slice, overlay_cases_png, plot_dice_per_class
+from medsight.evaluation.segmentation_plots import plot_dice_per_class
+from medsight.inference.contours import _case_slice, overlay_cases_png
 from tests.evaluation.test_evaluation_plots import assert_png
 
 NAMES = ["background", "lesion"]

@@ -2,9 +2,9 @@
 
 import torch
 
-from medsight.inference.detection import BoxSelection, decode_detections, predict_boxes
 from medsight.models.detection import BOX_KEY, CLS_KEY, AnchorBoxes, build_detector, default_anchor_sizes
 from medsight.runtime import Runtime
+from medsight.runtime.detection import BoxSelection, decode_detections, predict_boxes
 
 GRIDS = [(8, 12), (4, 6), (2, 3)]  # a 64 x 96 input at strides 8, 16, 32
 

@@ -8,8 +8,8 @@ import torch
 
 from medsight.errors import ConfigError
 from medsight.evaluation.evaluate import evaluate_run
-from medsight.inference.ensemble import ENSEMBLE_FILE, write_ensemble
 from medsight.inference.load import load_run
+from medsight.runtime.ensemble_folder import ENSEMBLE_FILE, write_ensemble
 
 
 def test_an_ensemble_of_identical_models_equals_one_model(trained_run, tmp_path):

@@ -10,10 +10,11 @@ import torch
 from medsight.errors import ConfigError, MedsightError
 from medsight.inference import export
 from medsight.inference.batch import predict_paths
-from medsight.inference.engine import EXPORT_FILE, ONNX_FILE, OnnxEngine, TorchEngine, run_batches
+from medsight.inference.engine import EXPORT_FILE, ONNX_FILE, OnnxEngine
 from medsight.inference.export import export_run, int8_check
 from medsight.inference.load import load_run
 from medsight.runtime import PRECISION_ENV, Runtime
+from medsight.runtime.engine import TorchEngine, run_batches
 
 
 @pytest.fixture

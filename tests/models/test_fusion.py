@@ -7,9 +7,10 @@ import torch
 
 from medsight.errors import ConfigError
 from medsight.inference.explain import explain
-from medsight.models.fusion import FusionBatch, FusionClassifier, fusion_model
+from medsight.models.fusion import FusionClassifier, fusion_model
 from medsight.models.registry import cam_layer
 from medsight.runtime import Runtime
+from medsight.transforms.fusion_batch import FusionBatch
 
 CLASSIFIERS = [("simple-cnn", {}, 16), ("resnet18-small", {"width": 8}, 16), ("resnet18", {"width": 8}, 32),
                ("densenet121", {"growth_rate": 4, "init_features": 8}, 32)]

@@ -8,9 +8,9 @@ import torch
 from medsight.config import config_from_dict
 from medsight.data.voc import load_detection_image, voc_dataset
 from medsight.errors import ConfigError, InputFileError
-from medsight.evaluation.detection import detection_metrics
 from medsight.evaluation.detection_run import evaluate_detection
 from medsight.inference.detection import load_detector
+from medsight.metrics.detection import detection_metrics
 from medsight.models.detection import build_detector
 from medsight.training.run import train_run
 from tests.data.voc_builders import write_voc

@@ -9,6 +9,7 @@ import pytest
 
 from medsight.config import config_from_dict
 from medsight.errors import MedsightError
+from medsight.evaluation.calibrate import calibrate_run
 from medsight.evaluation.evaluate import evaluate_run
 from medsight.inference.cases import predict_cases
 from medsight.inference.load import load_run
@@ -39,7 +40,7 @@ def fusion_set(tmp_path_factory):
 @pytest.fixture(scope="module")
 def fused_run(fusion_set, tmp_path_factory):
     cfg = config_from_dict(_config(fusion_set, ["age", "sex", "crp"]))
-    return train_run(cfg, tmp_path_factory.mktemp("runs") / "fused")
+    return train_run(cfg, tmp_path_factory.mktemp("runs") / "fused", calibrate=calibrate_run)
 
 
 def test_only_the_fused_model_learns_a_label_that_needs_image_and_table(fused_run, fusion_set, tmp_path):

@@ -48,7 +48,10 @@ def train(config: str | Path | Mapping[str, Any] | RunConfig | None = None, *, d
         cfg = config_from_dict(raw)
     else:
         cfg = load_config(config, items)
-    run_dir = train_folds(cfg, out, folds, resume=resume) if folds else train_run(cfg, out, resume=resume)
+    from medsight.evaluation.calibrate import calibrate_run
+
+    run_dir = (train_folds(cfg, out, folds, resume=resume, calibrate=calibrate_run) if folds
+               else train_run(cfg, out, resume=resume, calibrate=calibrate_run))
     return load(run_dir)
 
 

@@ -117,19 +117,6 @@ def classification_metrics(
     }
 
 
-def auc_score(y: np.ndarray, probs: np.ndarray) -> float:
-    """ROC-AUC (multiclass: one-vs-rest macro); NaN when a class is missing."""
-    if len(np.unique(y)) < 2:
-        return float("nan")
-    if probs.shape[1] == 2:
-        return float(roc_auc_score(y, probs[:, 1]))
-    try:
-        return float(roc_auc_score(y, probs, multi_class="ovr", average="macro",
-                                   labels=list(range(probs.shape[1]))))
-    except ValueError:  # a class missing from this split
-        return float("nan")
-
-
 def predict_labels(probs: np.ndarray, threshold: float | None = None) -> np.ndarray:
     """Predicted labels: ``probs[:, 1] >= threshold`` for binary, arg-max otherwise."""
     if probs.shape[1] == 2:

@@ -10,12 +10,13 @@ import logging
 from pathlib import Path
 
 from medsight.data.voc import load_detection_image, voc_dataset
-from medsight.evaluation.detection import detection_metrics, plot_detection_pr
+from medsight.evaluation.detection import plot_detection_pr
+from medsight.evaluation.outputs import METRICS_FILE
 from medsight.inference.detection import load_detector
+from medsight.metrics.detection import detection_metrics
 from medsight.utils.atomic import write_bytes, write_json
 
 log = logging.getLogger(__name__)
-METRICS_FILE = "metrics.json"
 
 
 def evaluate_detection(run: str | Path, split: str = "test", data: str | Path | None = None,

@@ -8,8 +8,6 @@ target sensitivity the threshold is chosen on the validation split and saved as
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 from pathlib import Path
 
@@ -23,16 +21,16 @@ from medsight.evaluation.classification import (
     classification_metrics,
     threshold_for_sensitivity,
 )
+from medsight.evaluation.outputs import METRICS_FILE, write_cases
 from medsight.evaluation.run_report import write_run_report
 from medsight.evaluation.trust import trust_metrics
 from medsight.inference.calibration import calibrated_softmax
-from medsight.inference.ensemble import is_ensemble
 from medsight.inference.load import load_run
+from medsight.runtime.ensemble_folder import is_ensemble
 from medsight.runtime.run_folder import read_run
-from medsight.utils.atomic import write_json, write_text
+from medsight.utils.atomic import write_json
 
 log = logging.getLogger(__name__)
-METRICS_FILE = "metrics.json"
 
 
 def evaluate_run(run: Path, split: str = "test", data: Path | None = None,
@@ -113,24 +111,3 @@ def _member_row(member, part, y: np.ndarray, names: list[str], threshold: float 
     probs = member.probabilities(part.images, tta).mean(0).numpy()
     m = classification_metrics(y, probs, names, threshold=threshold, n_bootstrap=0)
     return {"run": str(member.run_dir), "auc": m["auc"], "accuracy": m["accuracy"], "ece": m["ece"]}
-
-
-def write_cases(path: Path, ids: list[str], sources: list[str], y: np.ndarray, probs: np.ndarray,
-                names: list[str], extra: dict[str, list] | None = None) -> None:
-    """One row per case: id, source, label, ``p[class]`` columns, then any ``extra`` columns."""
-    extra = extra or {}
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(["id", "source", "label", *[f"p[{n}]" for n in names], *extra])
-    for i, row in enumerate(zip(ids, sources, y.tolist(), probs.tolist())):
-        writer.writerow([row[0], row[1], row[2], *[f"{p:.6f}" for p in row[3]], *[c[i] for c in extra.values()]])
-    write_text(path, buf.getvalue())
-
-
-def read_cases(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    y = np.array([int(r["label"]) for r in rows])
-    p_cols = [k for k in rows[0] if k.startswith("p[")] if rows else []
-    probs = np.array([[float(r[k]) for k in p_cols] for r in rows])
-    return y, probs

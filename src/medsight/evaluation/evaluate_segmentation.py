@@ -18,6 +18,7 @@ from medsight.data.loading import load_items
 from medsight.data.registry import build_dataset, dataset_kind
 from medsight.errors import MedsightError
 from medsight.evaluation.froc import froc_from_scans, scan_hits
+from medsight.evaluation.outputs import METRICS_FILE
 from medsight.evaluation.segmentation import case_metrics, summarize, write_cases_csv
 from medsight.inference.lesions import label_lesions
 from medsight.inference.load import load_run
@@ -26,7 +27,6 @@ from medsight.io.image import spacing_of
 from medsight.utils.atomic import write_json
 
 log = logging.getLogger(__name__)
-METRICS_FILE = "metrics.json"
 N_SHOWN = 3  # best and worst cases drawn in the report
 
 

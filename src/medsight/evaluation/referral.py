@@ -14,7 +14,8 @@ from typing import Sequence
 import numpy as np
 
 from medsight.errors import MedsightError
-from medsight.evaluation.classification import auc_score, predict_labels
+from medsight.evaluation.classification import predict_labels
+from medsight.metrics.classification import auc_score
 
 FRACTIONS = tuple(round(0.05 * i, 2) for i in range(11))  # 0 to 50% referred, the clinical range
 

@@ -8,8 +8,11 @@ from pathlib import Path
 import yaml
 
 from medsight.evaluation import plots
+from medsight.evaluation.outputs import METRICS_FILE, read_cases
 from medsight.evaluation.report import HtmlReport
 from medsight.evaluation.trust import add_trust_section
+from medsight.runtime.ensemble_folder import is_ensemble, member_folders
+from medsight.training.curves import plot_training_curves
 from medsight.training.history import read_history
 
 REPORT_FILE = "report.html"
@@ -19,11 +22,7 @@ SUMMARY_KEYS = ["auc", "accuracy", "balanced_accuracy", "sensitivity", "specific
 
 def write_run_report(out_dir: Path, run_dir: Path, predictions: list[dict] | None = None) -> Path:
     """Write ``report.html`` into ``out_dir`` from ``metrics.json``, the case table and the run."""
-    from medsight.evaluation.evaluate import METRICS_FILE, read_cases
-
     out_dir, run_dir = Path(out_dir), Path(run_dir)
-    from medsight.inference.ensemble import is_ensemble, member_folders
-
     metrics = json.loads((out_dir / METRICS_FILE).read_text())
     source = member_folders(run_dir)[0] if is_ensemble(run_dir) else run_dir  # an ensemble: its first member's
     plan = json.loads((source / "plan.json").read_text())
@@ -65,7 +64,7 @@ def write_run_report(out_dir: Path, run_dir: Path, predictions: list[dict] | Non
     if history:
         report.add_heading("Training")
         monitor = cfg["train"].get("monitor") or (plan.get("planned") or {}).get("train.monitor") or "val_loss"
-        report.add_image("Training curves", plots.plot_training_curves(history, monitor))
+        report.add_image("Training curves", plot_training_curves(history, monitor))
     if predictions:
         report.add_heading("Diagnoses with Grad-CAM heatmaps")
         report.add_image_grid([

@@ -8,9 +8,10 @@ from typing import Any, Sequence
 
 import yaml
 
-from medsight.evaluation import plots
 from medsight.evaluation.report import HtmlReport
-from medsight.evaluation.segmentation_plots import overlay_cases_png, plot_dice_per_class, plot_froc
+from medsight.evaluation.segmentation_plots import plot_dice_per_class, plot_froc
+from medsight.inference.contours import overlay_cases_png
+from medsight.training.curves import plot_training_curves
 from medsight.training.history import read_history
 
 REPORT_FILE = "report.html"
@@ -67,7 +68,7 @@ def write_segmentation_report(out_dir: Path, run_dir: Path, metrics: dict, rows:
     if history:
         report.add_heading("Training")
         monitor = (plan.get("planned") or {}).get("train.monitor") or cfg["train"].get("monitor") or "val_dice"
-        report.add_image("Training curves", plots.plot_training_curves(history, monitor))
+        report.add_image("Training curves", plot_training_curves(history, monitor))
     report.add_heading("Plan (nnU-Net-style fingerprint and planned settings)")
     report.add_table([{"item": k, "value": json.dumps(v) if not isinstance(v, str) else v}
                       for k, v in plan.items()])

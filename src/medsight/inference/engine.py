@@ -1,4 +1,5 @@
-"""Inference engines: the trained PyTorch model, or its ONNX export under ONNX Runtime.
+"""The ONNX engine: a run's exported model under ONNX Runtime (the PyTorch engine and the
+batching are ``medsight.runtime.engine``; training's validation uses them too).
 
 ``medsight export RUN --format onnx`` writes ``RUN/model.onnx``; from then on predict,
 evaluate and the service run the forward pass in ONNX Runtime (fused convolutions, its own
@@ -12,42 +13,15 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 import torch
-from torch import nn
 
 from medsight.errors import InputFileError
-from medsight.runtime import Runtime
 from medsight.utils.extras import available, require
 
 log = logging.getLogger(__name__)
 ONNX_FILE, EXPORT_FILE = "model.onnx", "export.json"
-# Images per forward pass. Larger batches fall out of cache: the fp32 PyTorch forward of
-# ResNet-18-small on 28x28 images ran 0.79-0.86x as fast at 256 as at 64, on AVX2 and
-# AVX-512 alike (ONNX Runtime is flat between them); bench/throughput.py.
-BATCH_SIZE = 64
-
-
-class Engine(Protocol):
-    name: str
-
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        """fp32 logits ``(N, K, ...)`` for a batch ``(N, C, *spatial)``."""
-        ...
-
-
-class TorchEngine:
-    """The PyTorch model at the runtime's precision and memory layout, without autograd."""
-
-    def __init__(self, model: nn.Module, runtime: Runtime):
-        self.model, self.runtime = model.eval(), runtime
-        self.name = f"pytorch-{runtime.precision}"
-
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode(), self.runtime.autocast():
-            return self.model(self.runtime.batch(images)).float().cpu()
 
 
 class OnnxEngine:
@@ -102,10 +76,3 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-@torch.no_grad()
-def run_batches(engine: Engine, images: torch.Tensor, batch_size: int = BATCH_SIZE) -> torch.Tensor:
-    """Logits for ``images`` ``(N, C, *spatial)`` in batches."""
-    out = [engine(images[start:start + batch_size]) for start in range(0, len(images), batch_size)]
-    return torch.cat(out) if out else torch.empty(0)

@@ -29,9 +29,10 @@ from typing import TYPE_CHECKING
 import torch
 
 from medsight.errors import ConfigError, MedsightError
-from medsight.inference.engine import EXPORT_FILE, ONNX_FILE, OnnxEngine, file_sha256, run_batches
+from medsight.inference.engine import EXPORT_FILE, ONNX_FILE, OnnxEngine, file_sha256
 from medsight.inference.load import load_run
 from medsight.runtime.checkpoint import BEST
+from medsight.runtime.engine import run_batches
 from medsight.utils.atomic import atomic_path, write_json
 from medsight.utils.extras import require
 
@@ -142,7 +143,7 @@ def int8_check(y: "np.ndarray", p32: "np.ndarray", p8: "np.ndarray",
     """
     import numpy as np
 
-    from medsight.evaluation.classification import auc_score
+    from medsight.metrics.classification import auc_score
 
     if threshold is not None:
         d32, d8 = p32[:, 1] >= threshold, p8[:, 1] >= threshold

@@ -13,14 +13,16 @@ from torch import nn
 from medsight.config import RunConfig
 from medsight.data.prepared import PreparedSplit
 from medsight.inference.calibration import Calibration, calibrated_softmax, read_calibration, rescale_threshold
-from medsight.inference.engine import Engine, OnnxEngine, TorchEngine, exported_model
-from medsight.inference.ensemble import EnsembleEngine, is_ensemble, member_folders
+from medsight.inference.engine import OnnxEngine, exported_model
+from medsight.inference.ensemble import EnsembleEngine
 from medsight.inference.tta import IDENTITY, View, tta_views, view_logits
 from medsight.models import build_model
 from medsight.models.fusion import fusion_model
 from medsight.planning import apply_plan
 from medsight.runtime import Runtime
 from medsight.runtime.checkpoint import BEST, load_checkpoint
+from medsight.runtime.engine import Engine, TorchEngine
+from medsight.runtime.ensemble_folder import is_ensemble, member_folders
 from medsight.runtime.run_folder import read_run
 from medsight.transforms import preprocessing
 from medsight.transforms.clinical import ClinicalEncoder, with_clinical

@@ -17,7 +17,7 @@ from medsight.inference.explain import explain
 from medsight.inference.load import LoadedRun
 from medsight.inference.uncertainty import uncertainty_records
 from medsight.io.validate import as_image
-from medsight.models.fusion import FusionBatch
+from medsight.transforms.fusion_batch import FusionBatch
 
 
 def expand_inputs(inputs: Sequence[Path], spatial_dims: int) -> list[Path]:

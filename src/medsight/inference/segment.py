@@ -25,9 +25,9 @@ from medsight.errors import ConfigError, InputFileError
 from medsight.inference.lesions import find_lesions
 from medsight.inference.load import LoadedRun, load_run
 from medsight.inference.predict import expand_inputs
-from medsight.inference.sliding import sliding_probabilities
 from medsight.io import read_image
 from medsight.io.write import write_nifti
+from medsight.runtime.sliding import sliding_probabilities
 from medsight.utils.atomic import write_bytes, write_json
 from medsight.utils.paths import safe_stem
 
@@ -78,7 +78,7 @@ def segment_image(run: LoadedRun, image: MetaTensor, mirror: bool | None = None)
 def segment_paths(run_dir: Path, inputs: Sequence[Path], out_dir: Path, mirror: bool | None = None,
                   overlays: bool = True) -> list[dict]:
     """Segment every input; write masks (NIfTI; DICOM SEG for DICOM), overlays and lesions.json."""
-    from medsight.evaluation.segmentation_plots import overlay_cases_png
+    from medsight.inference.contours import overlay_cases_png
 
     run = load_run(run_dir)
     out_dir = Path(out_dir)

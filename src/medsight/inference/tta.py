@@ -21,8 +21,8 @@ import torch
 from monai.transforms import Rotate
 
 from medsight.errors import ConfigError
-from medsight.inference.engine import BATCH_SIZE, Engine, run_batches
-from medsight.models.fusion import FusionBatch
+from medsight.runtime.engine import BATCH_SIZE, Engine, run_batches
+from medsight.transforms.fusion_batch import FusionBatch
 
 ROTATION_DEGREES = 10.0
 

@@ -5,14 +5,13 @@ features; the table (see ``medsight.transforms.clinical``) goes through a small 
 classifier MLP reads the two concatenated. The hidden layer matters: a label that depends
 on an interaction (a lesion *and* an age) is not a sum of an image term and a table term.
 
-The model takes a :class:`FusionBatch` (images and table travel together through the
-trainer, the inference engine and Grad-CAM, which only call ``.to``, index and ``len``), or
-``model(images, table)``. Grad-CAM explains the image branch at ``backbone.<cam layer>``.
+The model takes a ``FusionBatch`` (``medsight.transforms.fusion_batch``: images and table
+travel together through the trainer, the inference engine and Grad-CAM, which only call
+``.to``, index and ``len``), or ``model(images, table)``. Grad-CAM explains the image branch at ``backbone.<cam layer>``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -20,48 +19,10 @@ from torch import nn
 
 from medsight.errors import ConfigError
 from medsight.models.registry import build_model, model_spec
+from medsight.transforms.fusion_batch import FusionBatch
 
 TABLE_EMBEDDING = 32
 FUSION_HIDDEN = 64
-
-
-@dataclass(frozen=True)
-class FusionBatch:
-    """Images ``(N, C, *spatial)`` with their table rows ``(N, F)``, used like an image batch.
-
-    ``to`` moves both (the memory format and dtype apply to the images); indexing and ``len``
-    act on the case axis; ``ndim``/``shape`` are the images'.
-    """
-
-    images: torch.Tensor
-    table: torch.Tensor
-
-    def to(self, *args: Any, **kwargs: Any) -> "FusionBatch":
-        device, dtype, non_blocking, _ = torch._C._nn._parse_to(*args, **kwargs)
-        return FusionBatch(self.images.to(*args, **kwargs),
-                           self.table.to(device=device, dtype=dtype, non_blocking=non_blocking))
-
-    def __getitem__(self, index: Any) -> "FusionBatch":
-        return FusionBatch(self.images[index], self.table[index])
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    @property
-    def ndim(self) -> int:
-        return self.images.ndim
-
-    @property
-    def shape(self) -> torch.Size:
-        return self.images.shape
-
-    def contiguous(self) -> "FusionBatch":
-        return FusionBatch(self.images.contiguous(), self.table.contiguous())
-
-    def tensor_split(self, sections: int) -> list["FusionBatch"]:
-        """Per-process slices under DistributedDataParallel (``Distributed.shard``)."""
-        idx = torch.tensor_split(torch.arange(len(self)), sections)
-        return [self[i] for i in idx]
 
 
 class FusionClassifier(nn.Module):

@@ -1,4 +1,6 @@
-"""Machinery every floor above uses: device and precision, checkpoints, the run folder.
+"""Machinery every floor above uses: device and precision, checkpoints, the run folder, and
+the forward passes (batched engines, sliding windows, detector boxes) that training's
+validation and inference share.
 
 Training, inference, the service and export all import from here, never from each other.
 """

@@ -17,12 +17,12 @@ from medsight.data.prepared import PreparedSplit, load_splits, prepare_cached, p
 from medsight.data.registry import build_dataset
 from medsight.data.types import SplitData
 from medsight.errors import ConfigError
-from medsight.evaluation.classification import auc_score
-from medsight.inference.engine import TorchEngine, run_batches
+from medsight.metrics.classification import auc_score
 from medsight.models import build_model
 from medsight.planning import apply_plan, open_keys
 from medsight.planning.classification import fingerprint, fingerprint_sample, plan_classification
 from medsight.runtime import Runtime
+from medsight.runtime.engine import TorchEngine, run_batches
 from medsight.training.trainer import Setup
 from medsight.transforms.batch_augment import BatchAugment
 from medsight.utils.prefetch import prefetch

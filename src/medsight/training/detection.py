@@ -23,10 +23,10 @@ from torch import nn
 from medsight.config import RunConfig
 from medsight.data.voc import DetectionData, DetectionItem, load_detection_image, voc_dataset
 from medsight.errors import ConfigError
-from medsight.evaluation.detection import detection_metrics
-from medsight.inference.detection import BoxSelection, predict_boxes
+from medsight.metrics.detection import detection_metrics
 from medsight.models.detection import BOX_KEY, CLS_KEY, DETECTORS, AnchorBoxes, build_detector, default_anchor_sizes
 from medsight.runtime import Runtime
+from medsight.runtime.detection import BoxSelection, predict_boxes
 from medsight.training.trainer import Setup
 from medsight.transforms.boxes import BoxAugment, normalise, resize_with_boxes
 

@@ -16,13 +16,14 @@ import torch
 
 from medsight.config import RunConfig
 from medsight.errors import ConfigError
-from medsight.models.fusion import FusionBatch, FusionClassifier
+from medsight.models.fusion import FusionClassifier
 from medsight.models.registry import model_spec
 from medsight.runtime import Runtime
 from medsight.training.classification import ClassificationTask, setup_classification
 from medsight.training.trainer import Setup
 from medsight.transforms.batch_augment import BatchAugment
 from medsight.transforms.clinical import ClinicalEncoder, with_clinical
+from medsight.transforms.fusion_batch import FusionBatch
 
 
 def setup_fusion(cfg: RunConfig, runtime: Runtime) -> Setup:

@@ -29,7 +29,7 @@ def read_history(run_dir: Path) -> list[dict]:
 def write_curves(run_dir: Path, history: list[dict], monitor: str = "val_loss") -> Path | None:
     if not history:
         return None
-    from medsight.evaluation.plots import plot_training_curves
+    from medsight.training.curves import plot_training_curves  # matplotlib: only when a plot is drawn
 
     path = Path(run_dir) / CURVES_FILE
     write_bytes(path, plot_training_curves(history, monitor))

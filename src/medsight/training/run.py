@@ -8,6 +8,7 @@ A run folder holds everything needed to repeat, resume, evaluate or serve the mo
     metrics.jsonl        one line per epoch
     training_curves.png
     calibration.json     classification: temperature scaling and review threshold fitted on val
+                         (by the ``calibrate`` the caller passes: training sits below evaluation)
 
 Each task (classification, segmentation) contributes a ``setup`` function that prepares its
 data, model, task and plan; the folder, runtime, processes and the loop are shared.
@@ -26,12 +27,16 @@ from medsight.models import model_spec
 from medsight.runtime import Runtime
 from medsight.runtime.checkpoint import LAST
 from medsight.runtime.distributed import Distributed, from_environment, shutdown
+from medsight.runtime.ensemble_folder import write_ensemble
 from medsight.runtime.run_folder import CONFIG_FILE, PLAN_FILE, lock_run_folder, read_config
 from medsight.training.history import write_curves, write_history
 from medsight.training.trainer import EpochCallback, Setup, Trainer
 from medsight.utils.atomic import write_json
 
 log = logging.getLogger(__name__)
+# Fits RUN/calibration.json after training, called as calibrate(run_dir, val=the prepared val
+# split); the `medsight train` command passes medsight.evaluation.calibrate.calibrate_run.
+Calibrate = Callable[..., object]
 
 
 def _setups() -> dict[str, Callable[[RunConfig, Runtime], Setup]]:
@@ -71,8 +76,12 @@ def planned_overrides(data: str | Path | None, minutes: float | None = None) -> 
 
 
 def train_run(cfg: RunConfig, out: Path | None = None, *, resume: bool = False,
-              overwrite: bool = False, callbacks: Sequence[EpochCallback] = ()) -> Path:
-    """Train a model as configured (on every process of a distributed launch); return the run folder."""
+              overwrite: bool = False, callbacks: Sequence[EpochCallback] = (),
+              calibrate: Calibrate | None = None) -> Path:
+    """Train a model as configured (on every process of a distributed launch); return the run folder.
+
+    ``calibrate``: for classification and fusion runs, called once training is done (main process).
+    """
     run_dir = Path(out) if out is not None else Path("runs") / cfg.name
     if cfg.data.cache_dir is None:  # beside the run folder: reruns, folds and ensembles share it
         cfg = cfg.model_copy(deep=True)
@@ -82,14 +91,14 @@ def train_run(cfg: RunConfig, out: Path | None = None, *, resume: bool = False,
     dist = from_environment()
     try:
         with lock_run_folder(run_dir):  # one writer per run folder, released even on kill -9
-            _train_locked(cfg, run_dir, resume, overwrite, callbacks, dist)
+            _train_locked(cfg, run_dir, resume, overwrite, callbacks, dist, calibrate)
     finally:
         shutdown()
     return run_dir
 
 
 def _train_locked(cfg: RunConfig, run_dir: Path, resume: bool, overwrite: bool,
-                  callbacks: Sequence[EpochCallback], dist: Distributed) -> None:
+                  callbacks: Sequence[EpochCallback], dist: Distributed, calibrate: Calibrate | None) -> None:
     _check_run_dir(run_dir, cfg, resume, overwrite and dist.is_main)
     dist.barrier()  # nobody writes before every rank has checked the folder
     if not dist.is_main:
@@ -111,21 +120,18 @@ def _train_locked(cfg: RunConfig, run_dir: Path, resume: bool, overwrite: bool,
     if dist.is_main:
         write_history(run_dir, history)  # a kill between the last checkpoint and its log line
         write_curves(run_dir, history, setup.cfg.train.monitor)
-        if task_of(setup.cfg) in ("classification", "fusion"):  # temperature and review threshold on val
-            from medsight.evaluation.calibrate import calibrate_run
-
-            calibrate_run(run_dir, val=setup.task.val)
+        if calibrate is not None and task_of(setup.cfg) in ("classification", "fusion"):
+            calibrate(run_dir, val=setup.task.val)  # temperature and review threshold on val
     dist.barrier()
 
 
-def train_folds(cfg: RunConfig, out: Path | None, folds: int, *, resume: bool = False) -> Path:
+def train_folds(cfg: RunConfig, out: Path | None, folds: int, *, resume: bool = False,
+                calibrate: Calibrate | None = None) -> Path:
     """K cross-validation runs (``OUT/fold0`` ...) and their ensemble in ``OUT``.
 
     The test split stays the data set's; train+val are pooled and each fold validates on its
     own part (``data.folds``). A time budget is shared equally among the folds.
     """
-    from medsight.inference.ensemble import write_ensemble
-
     out = Path(out) if out is not None else Path("runs") / cfg.name
     members = []
     for k in range(folds):
@@ -135,7 +141,8 @@ def train_folds(cfg: RunConfig, out: Path | None, folds: int, *, resume: bool = 
             fold_cfg.train.time_budget_minutes = cfg.train.time_budget_minutes / folds
         run_dir = out / f"fold{k}"
         log.info("fold %d of %d -> %s", k + 1, folds, run_dir)
-        members.append(train_run(fold_cfg, run_dir, resume=resume and (run_dir / "checkpoints" / LAST).is_file()))
+        members.append(train_run(fold_cfg, run_dir, resume=resume and (run_dir / "checkpoints" / LAST).is_file(),
+                                 calibrate=calibrate))
     return write_ensemble(out, members)
 
 

@@ -26,12 +26,12 @@ from medsight.data.loading import LazyItems
 from medsight.data.prepared import PreparedCases, load_splits, prepare_cached_cases, prepare_cases, uses_cache
 from medsight.data.registry import build_dataset
 from medsight.errors import MedsightError
-from medsight.inference.sliding import sliding_probabilities
 from medsight.models import build_model
 from medsight.planning import apply_plan, open_keys
 from medsight.planning.classification import fingerprint_sample
 from medsight.planning.segmentation import describe, fingerprint, plan_segmentation
 from medsight.runtime import Runtime
+from medsight.runtime.sliding import sliding_probabilities
 from medsight.training.classification import augmenter
 from medsight.training.trainer import Setup
 from medsight.transforms import preprocessing

@@ -127,7 +127,7 @@ def with_clinical(split: "PreparedSplit", encoder: ClinicalEncoder) -> "Prepared
     """``split`` whose images become a ``FusionBatch`` of the images and their encoded table."""
     from dataclasses import replace
 
-    from medsight.models.fusion import FusionBatch
+    from medsight.transforms.fusion_batch import FusionBatch
 
     if split.clinical is None:
         raise MedsightError(f"the model needs clinical columns {', '.join(encoder.names)}; set data.clinical")

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medsight.inference.sliding import sliding_probabilities
 from medsight.models import build_model
+from medsight.runtime.sliding import sliding_probabilities
 
 FP32 = None  # filled lazily: Runtime.create sets torch's thread count
 

@@ -1,0 +1,198 @@
+"""Colour fundus, 10 classes of diabetic retinopathy and maculopathy: AUC, accuracy and DR kappa.
+
+    python bench/fundus.py [--data ../shared/data/fundus-dr] [--minutes 10] [--compare-128]
+                           [--work DIR] [--json OUT]
+
+Skips (exit 0) when the data folder is absent. Writes a manifest ``path,label,patient_id``
+(absolute paths) from ``fundus-dr/manifest.csv`` into ``--work`` (default: a temporary folder,
+deleted at the end; a given ``--work`` is kept). medsight splits a manifest by ``patient_id``
+(70/15/15, stratified), so both eyes of a patient stay in one split; Patient299 and Patient300,
+possibly one person (PROVENANCE.md), get one patient ID.
+
+Trains the planned default on the 10 classes (``medsight train --data CSV --minutes M --out
+RUN``, no tuning: the planner picks the input size for the 1024x685 images from the budget),
+evaluates with ``medsight evaluate RUN --split test`` and reports:
+
+- AUC (one-vs-rest, macro) and accuracy over the 10 classes, with the CIs of ``metrics.json``;
+- quadratic-weighted Cohen's kappa on the 5-grade DR scale (No DR 0, Mild 1, Moderate 2,
+  Severe 3, PDR 4; with and without maculopathy map to the same grade), from the per-case
+  probabilities in ``cases_test.csv``. The predicted grade is that of the most probable of the
+  nine graded classes. ADED (advanced diabetic eye disease) has no grade: ADED test eyes are
+  left out of kappa (their number is reported, as is the number of kept eyes whose top class
+  was ADED). The 95% CI is a percentile bootstrap over patients (both eyes resampled together,
+  1000 resamples).
+
+``--compare-128`` repeats the run with ``--set transforms.spatial_size=[128,128]`` to show what
+the planned resolution buys. ``--json OUT`` writes ``{"auc", "acc", "kappa", "train_seconds",
+...}`` (with ``--compare-128`` the second run's figures under ``"at_128"``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "fundus-dr"
+MEDSIGHT = Path(sys.executable).parent / "medsight"
+SAME_PERSON = ("Patient299", "Patient300")  # one ID number in the source metadata (PROVENANCE.md)
+# class number (the label's leading number) -> International Clinical DR grade; 10 (ADED): none
+GRADE = {1: 0, 2: 1, 3: 1, 4: 2, 5: 2, 6: 3, 7: 3, 8: 4, 9: 4, 10: None}
+
+
+def grade_of(class_name: str) -> int | None:
+    match = re.match(r"\s*(\d+)", class_name)
+    if not match or int(match.group(1)) not in GRADE:
+        raise ValueError(f"unknown fundus-dr class {class_name!r}")
+    return GRADE[int(match.group(1))]
+
+
+def write_manifest(data: Path, work: Path) -> tuple[Path, dict[str, str]]:
+    """The manifest with absolute paths, and each path's patient ID."""
+    with open(data / "manifest.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    out, patients = work / "fundus-dr.csv", {}
+    with open(out, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "label", "patient_id"])
+        for row in rows:
+            pid = "+".join(SAME_PERSON) if row["patient_id"] in SAME_PERSON else row["patient_id"]
+            path = str((data / row["path"]).resolve())
+            writer.writerow([path, row["label"], pid])
+            patients[path] = pid
+    return out, patients
+
+
+def medsight(*args: str) -> float:
+    """Run a medsight command (output to this console); its wall time in seconds."""
+    cmd = [str(MEDSIGHT), *args]
+    print("$ " + " ".join(cmd), flush=True)
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True)
+    return time.perf_counter() - t0
+
+
+def dr_kappa(cases_csv: Path, patients: dict[str, str], n_boot: int = 1000, seed: int = 0) -> dict:
+    """Quadratic-weighted kappa on the 5 DR grades (ADED left out), with a patient bootstrap CI."""
+    from sklearn.metrics import cohen_kappa_score
+
+    with open(cases_csv, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    columns = [c for c in rows[0] if c.startswith("p[") and c.endswith("]")]
+    names = [c[2:-1] for c in columns]  # the model's class order; labels index it
+    grades = [grade_of(n) for n in names]
+    graded = [i for i, g in enumerate(grades) if g is not None]
+    y_true, y_pred, groups, aded_true, aded_top = [], [], [], 0, 0
+    for row in rows:
+        true = grades[int(row["label"])]
+        if true is None:
+            aded_true += 1
+            continue
+        probs = np.array([float(row[c]) for c in columns])
+        aded_top += int(grades[int(probs.argmax())] is None)
+        y_true.append(true)
+        y_pred.append(grades[graded[int(probs[graded].argmax())]])
+        groups.append(patients.get(row["id"], row["id"]))
+    y_true_a, y_pred_a = np.array(y_true), np.array(y_pred)
+    labels = list(range(5))
+    kappa = float(cohen_kappa_score(y_true_a, y_pred_a, weights="quadratic", labels=labels))
+    # bootstrap over patients: both eyes of a patient are drawn together
+    ids = sorted(set(groups))
+    members = {p: np.flatnonzero(np.array(groups) == p) for p in ids}
+    rng, boot = np.random.default_rng(seed), []
+    for _ in range(n_boot):
+        idx = np.concatenate([members[ids[j]] for j in rng.integers(0, len(ids), len(ids))])
+        if len(np.unique(y_true_a[idx])) < 2:
+            continue
+        value = cohen_kappa_score(y_true_a[idx], y_pred_a[idx], weights="quadratic", labels=labels)
+        if np.isfinite(value):
+            boot.append(value)
+    ci = [round(float(np.percentile(boot, 2.5)), 4), round(float(np.percentile(boot, 97.5)), 4)] if boot \
+        else [None, None]
+    return {"kappa": round(kappa, 4), "kappa_ci": ci, "kappa_eyes": len(y_true), "kappa_patients": len(ids),
+            "aded_test_eyes_left_out": aded_true, "kept_eyes_with_aded_top1": aded_top,
+            "grade_accuracy": round(float((y_true_a == y_pred_a).mean()), 4)}
+
+
+def one_run(csv_path: Path, run: Path, minutes: float, patients: dict[str, str], extra: list[str]) -> dict:
+    train_s = medsight("train", "--data", str(csv_path), "--minutes", f"{minutes:g}", "--out", str(run), *extra)
+    medsight("evaluate", str(run), "--split", "test")
+    metrics = json.loads((run / "metrics.json").read_text())
+    plan = json.loads((run / "plan.json").read_text())
+    epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return {
+        "auc": round(metrics["auc"], 4), "auc_ci": metrics["ci"]["auc"],
+        "acc": round(metrics["accuracy"], 4), "acc_ci": metrics["ci"]["accuracy"],
+        **dr_kappa(run / "cases_test.csv", patients),
+        "train_seconds": round(train_s, 1), "minutes": minutes, "test_eyes": metrics["n"],
+        "input_shape": plan.get("input_shape"), "model": plan.get("planned", {}).get("model.name"),
+        "epochs": len(epochs), "overrides": extra,
+        "n_per_class_test": metrics.get("n_per_class"),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--minutes", type=float, default=10.0, help="training budget per run")
+    p.add_argument("--compare-128", action="store_true", help="repeat at 128x128 input")
+    p.add_argument("--work", type=Path, help="manifest, runs and cache (default: a temporary folder)")
+    p.add_argument("--json", type=Path)
+    args = p.parse_args(argv)
+
+    if not (args.data / "manifest.csv").is_file():
+        print(f"{args.data}: fundus-dr not found (no manifest.csv); skipping")
+        return 0
+    from medsight.runtime import cpu_description
+
+    work = args.work or Path(tempfile.mkdtemp(prefix="medsight-fundus-"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        csv_path, patients = write_manifest(args.data.resolve(), work)
+        result = one_run(csv_path, work / "run-planned", args.minutes, patients, [])
+        if args.compare_128:
+            result["at_128"] = one_run(csv_path, work / "run-128", args.minutes, patients,
+                                       ["--set", "transforms.spatial_size=[128,128]"])
+    finally:
+        if args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
+    result["cpu"] = cpu_description()
+    result["split"] = "by patient (both eyes together), 70/15/15 stratified"
+    print_table(result)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+def _ci(ci: list | None) -> str:
+    return "" if not ci or ci[0] is None else f"[{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def print_table(r: dict) -> None:
+    cpu = r["cpu"]
+    print(f"\nfundus-dr, 10 classes, test split ({r['test_eyes']} eyes), split by patient; "
+          f"{r['minutes']:g} min budget per run on {cpu['model']} (native bf16: {cpu['bf16_native']})")
+    print(f"{'setting':<30}{'AUC':>7} {'95% CI':<16}{'ACC':>7} {'95% CI':<16}{'kappa':>7} {'95% CI':<16}"
+          f"{'train s':>8}")
+    runs = [("planned default", r)] + ([("spatial_size [128,128]", r["at_128"])] if "at_128" in r else [])
+    for name, x in runs:
+        label = f"{name} {x['input_shape']}"
+        print(f"{label:<30}{x['auc']:>7.3f} {_ci(x['auc_ci']):<16}{x['acc']:>7.3f} {_ci(x['acc_ci']):<16}"
+              f"{x['kappa']:>7.3f} {_ci(x['kappa_ci']):<16}{x['train_seconds']:>8.0f}")
+    print(f"(AUC one-vs-rest macro over 10 classes; kappa quadratic-weighted on the 5 DR grades over "
+          f"{r['kappa_eyes']} eyes of {r['kappa_patients']} patients, {r['aded_test_eyes_left_out']} ADED eye(s) "
+          "left out, CI by patient bootstrap; no canonical published benchmark for this set)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
