@@ -1,7 +1,7 @@
 """BUSI breast ultrasound: lesion segmentation and 3-class classification beside published figures.
 
     python bench/busi.py [--data ../shared/data/busi] [--minutes 30] [--cls-minutes 10]
-                         [--work DIR] [--json OUT]
+                         [--work DIR] [--json OUT] [--set KEY=VALUE ...]
 
 Skips (exit 0) when the data folder is absent. From ``busi/manifest.csv``
 (``path,mask,label,patient_id``) it writes two manifests with absolute paths into ``--work``
@@ -26,7 +26,10 @@ percentile-bootstrap CI over cases; the figures over all test images (normal one
 where an empty prediction of an empty mask scores Dice 1) are those of ``metrics.json``. BUSI
 images carry no pixel spacing, so HD95 is in pixels (medsight reads 1 mm per pixel).
 Classification figures are AUC (one-vs-rest macro) and accuracy with the CIs of
-``metrics.json``. ``--json OUT`` writes ``{"dice", "hd95_mm", "auc", "acc", "train_seconds", ...}``.
+``metrics.json``. ``--set`` passes config overrides to both trainings (for smoke tests: a
+planned segmentation epoch is 25-250 steps whatever the budget, so e.g.
+``--set segmentation.iterations_per_epoch=5`` keeps a smoke run short).
+``--json OUT`` writes ``{"dice", "hd95_mm", "auc", "acc", "train_seconds", ...}``.
 """
 
 from __future__ import annotations
@@ -138,7 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cls-minutes", type=float, default=10.0, help="classification training budget")
     p.add_argument("--work", type=Path, help="manifests, runs and cache (default: a temporary folder)")
     p.add_argument("--json", type=Path)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override for both trainings (smoke tests; the figures use none)")
     args = p.parse_args(argv)
+    sets = [x for item in args.set for x in ("--set", item)]
 
     if not (args.data / "manifest.csv").is_file():
         print(f"{args.data}: BUSI not found (no manifest.csv); skipping")
@@ -151,9 +157,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         seg_csv, cls_csv, labels = write_manifests(data, read_manifest(data), work)
         seg_run, cls_run = work / "run-segmentation", work / "run-classification"
-        seg_s = medsight("train", "--data", str(seg_csv), "--minutes", f"{args.minutes:g}", "--out", str(seg_run))
+        seg_s = medsight("train", "--data", str(seg_csv), "--minutes", f"{args.minutes:g}", "--out", str(seg_run),
+                         *sets)
         medsight("evaluate", str(seg_run), "--split", "test")
-        cls_s = medsight("train", "--data", str(cls_csv), "--minutes", f"{args.cls_minutes:g}", "--out", str(cls_run))
+        cls_s = medsight("train", "--data", str(cls_csv), "--minutes", f"{args.cls_minutes:g}", "--out", str(cls_run),
+                         *sets)
         medsight("evaluate", str(cls_run), "--split", "test")
         seg = lesion_figures(seg_run, labels)
         cls = json.loads((cls_run / "metrics.json").read_text())
@@ -174,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         "seg_minutes": args.minutes, "cls_minutes": args.cls_minutes,
         "seg_patch_size": seg_plan.get("input_shape"), "cls_input_shape": cls_plan.get("input_shape"),
         "seg_epochs": seg_epochs, "split": "by case (no patient IDs), 70/15/15 stratified",
-        "cpu": cpu_description(),
+        "cpu": cpu_description(), "overrides": args.set,
     }
     print_table(result)
     if args.json:

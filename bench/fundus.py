@@ -1,7 +1,7 @@
 """Colour fundus, 10 classes of diabetic retinopathy and maculopathy: AUC, accuracy and DR kappa.
 
     python bench/fundus.py [--data ../shared/data/fundus-dr] [--minutes 10] [--compare-128]
-                           [--work DIR] [--json OUT]
+                           [--work DIR] [--json OUT] [--set KEY=VALUE ...]
 
 Skips (exit 0) when the data folder is absent. Writes a manifest ``path,label,patient_id``
 (absolute paths) from ``fundus-dr/manifest.csv`` into ``--work`` (default: a temporary folder,
@@ -148,7 +148,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compare-128", action="store_true", help="repeat at 128x128 input")
     p.add_argument("--work", type=Path, help="manifest, runs and cache (default: a temporary folder)")
     p.add_argument("--json", type=Path)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override for every training (smoke tests; the figures use none)")
     args = p.parse_args(argv)
+    sets = [x for item in args.set for x in ("--set", item)]
 
     if not (args.data / "manifest.csv").is_file():
         print(f"{args.data}: fundus-dr not found (no manifest.csv); skipping")
@@ -159,10 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     try:
         csv_path, patients = write_manifest(args.data.resolve(), work)
-        result = one_run(csv_path, work / "run-planned", args.minutes, patients, [])
+        result = one_run(csv_path, work / "run-planned", args.minutes, patients, sets)
         if args.compare_128:
             result["at_128"] = one_run(csv_path, work / "run-128", args.minutes, patients,
-                                       ["--set", "transforms.spatial_size=[128,128]"])
+                                       [*sets, "--set", "transforms.spatial_size=[128,128]"])
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)

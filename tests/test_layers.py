@@ -245,3 +245,21 @@ def test_relative_imports_resolve_in_packages_and_modules():
                                            ("medsight.demo", 7)])
 def test_layer_of(module, layer):
     assert layer_of(module) == layer
+
+
+def test_every_import_of_a_medsight_name_resolves():
+    """Imports inside functions run only when called; a moved name must not wait for that."""
+    import importlib
+
+    missing = []
+    for path in sorted(SRC.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("medsight"):
+                module = importlib.import_module(node.module)
+                for alias in node.names:
+                    if not hasattr(module, alias.name):
+                        try:
+                            importlib.import_module(f"{node.module}.{alias.name}")
+                        except ImportError:
+                            missing.append(f"{path.relative_to(SRC.parent)}:{node.lineno}: {node.module}.{alias.name}")
+    assert not missing, "names imported but not defined:\n" + "\n".join(missing)

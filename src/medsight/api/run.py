@@ -68,7 +68,7 @@ class Run:
     """
 
     def __init__(self, path: str | Path):
-        from medsight.inference.ensemble import is_ensemble
+        from medsight.runtime.ensemble_folder import is_ensemble
         from medsight.runtime.run_folder import read_run
 
         self.path = Path(path)
