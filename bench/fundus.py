@@ -230,12 +230,12 @@ def print_table(r: dict) -> None:
     cpu = r["cpu"]
     print(f"\nfundus-dr, 10 classes, test split ({r['test_eyes']} eyes), split by patient; "
           f"{r['minutes']:g} min budget per run on {cpu['model']} (native bf16: {cpu['bf16_native']})")
-    print(f"{'setting':<30}{'AUC':>7} {'95% CI':<16}{'AUC*':>7} {'95% CI':<16}{'ACC':>7} {'95% CI':<16}"
+    print(f"{'setting':<34}{'AUC':>7} {'95% CI':<16}{'AUC*':>7} {'95% CI':<16}{'ACC':>7} {'95% CI':<16}"
           f"{'kappa':>7} {'95% CI':<16}{'train s':>8}")
     runs = [("planned default", r)] + ([("spatial_size [128,128]", r["at_128"])] if "at_128" in r else [])
     for name, x in runs:
         label = f"{name} {x['input_shape']}"
-        print(f"{label:<30}{_v(x['auc']):>7} {_ci(x['auc_ci']):<16}{_v(x['auc_present']):>7} "
+        print(f"{label:<34}{_v(x['auc']):>7} {_ci(x['auc_ci']):<16}{_v(x['auc_present']):>7} "
               f"{_ci(x['auc_present_ci']):<16}{_v(x['acc']):>7} {_ci(x['acc_ci']):<16}"
               f"{x['kappa']:>7.3f} {_ci(x['kappa_ci']):<16}{x['train_seconds']:>8.0f}")
     if r["classes_absent_from_test"]:
