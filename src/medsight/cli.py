@@ -168,7 +168,9 @@ def predict(
     else:
         labels = ", ".join(f"{k} {v}" for k, v in sorted(summary_counts(report).items()))
         typer.echo(f"{len(report.results)} images: {labels}")
-    typer.echo(f"wrote {out / PREDICTIONS_FILE}" + (f" ({report.resumed} resumed)" if report.resumed else ""))
+    done = len(report.results) - report.resumed
+    timing = f", {1000 * report.seconds / done:.0f} ms per image" if done > 0 else ""
+    typer.echo(f"wrote {out / PREDICTIONS_FILE}" + (f" ({report.resumed} resumed)" if report.resumed else "") + timing)
     for source, problem in report.failures:
         typer.echo(f"medsight: error: {source}: {problem}", err=True)
     if report.failures:
@@ -234,7 +236,7 @@ def segment(
 
     results = segment_paths(run, inputs, out, mirror=tta)
     for r in results:
-        typer.echo(f"{r['input']}: {r['lesions']} lesion(s); mask {r['mask']}")
+        typer.echo(f"{r['input']}: {r['lesions']} lesion(s); mask {r['mask']} ({r['seconds']:.1f} s)")
     typer.echo(f"wrote {out / LESIONS_FILE}")
 
 

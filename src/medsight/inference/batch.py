@@ -91,7 +91,7 @@ def predict_paths(run_dir: Path, inputs: Sequence[Path], out_dir: Path, heatmaps
     write_json(out_dir / SUMMARY_FILE, {**summary(report, len(paths)),
                                         "tta_views": [v.name for v in run.views(tta)] if tta else None})
     done = max(len(todo), 1)
-    log.info("predicted %d image(s) into %s (%d failed, %d resumed) in %.1f s, %.0f ms per image", len(results),
+    log.debug("predicted %d image(s) into %s (%d failed, %d resumed) in %.1f s, %.0f ms per image", len(results),
              out_dir, len(failures), report.resumed, report.seconds, 1000 * report.seconds / done)
     return report
 
