@@ -63,8 +63,8 @@ def test_predict_without_onnxruntime_uses_pytorch_even_with_an_export(api_run, s
 
     import medsight
     from medsight.inference.engine import EXPORT_FILE, ONNX_FILE, exported_model, file_sha256
-    from medsight.runtime.engine import TorchEngine
     from medsight.inference.load import load_run
+    from medsight.runtime.engine import TorchEngine
 
     run_dir = shutil.copytree(api_run.path, tmp_path / "run")
     (run_dir / ONNX_FILE).write_bytes(b"not used")  # a current export, as far as export.json says
