@@ -242,3 +242,19 @@ def test_threshold_for_sensitivity_rejects_bad_input():
         threshold_for_sensitivity(np.array([0, 1]), np.array([0.2, 0.8]), 0.0)
     with pytest.raises(MedsightError, match="NaN"):
         threshold_for_sensitivity(np.array([0, 1]), np.array([0.2, np.nan]), 0.9)
+
+
+def test_multiclass_auc_is_the_macro_over_the_classes_present():
+    from sklearn.metrics import roc_auc_score
+
+    from medsight.metrics.classification import auc_score
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, 300)
+    p = rng.dirichlet(np.ones(4), 300)
+    p[np.arange(300), y] += 0.3  # informative
+    assert auc_score(y, p) == pytest.approx(roc_auc_score(y, p, multi_class="ovr", average="macro"))
+    y_missing = np.where(y == 3, 0, y)  # no case of class 3 in this split
+    expected = np.mean([roc_auc_score(y_missing == k, p[:, k]) for k in range(3)])
+    assert auc_score(y_missing, p) == pytest.approx(expected) and 0.5 < expected < 1
+    assert np.isnan(auc_score(np.zeros(10, int), p[:10]))
