@@ -21,6 +21,12 @@ from medsight.io.image import spacing_of
 
 MAX_PATCH_VOXELS = {2: 256 * 256, 3: 96 * 128 * 96}
 VOXELS_PER_STEP = {2: 32 * 64 * 64, 3: 2 * 48 * 64 * 48}  # a batch's worth of voxels
+# Training speed of DynUNet, in patch voxels x (top filters)^2 per second: fp32 on two cores,
+# the slowest CPU kind (bench: 88-111 M; bf16 130-210 M), so the plan is the same on every
+# machine. With a time budget, an epoch gets the steps that leave MIN_EPOCHS epochs in it.
+STEP_RATE = 80e6
+MIN_EPOCHS = 30
+DEFAULT_MINUTES = 15.0
 MIN_FEATURE = 4  # deepest feature map, voxels per axis (nnU-Net)
 MAX_POOLS = 5
 ANISOTROPY = 3.0  # spacing ratio beyond which the coarse axis is treated as such
@@ -80,7 +86,7 @@ def plan_segmentation(fp: dict[str, Any], cfg: RunConfig, on_cpu: bool = True) -
     patch = cfg.segmentation.patch_size or _patch_size(median_shape, target, dims)
     strides, kernels = _strides_and_kernels(patch, target)
     pools = len(strides) - 1
-    base = 16 if on_cpu and dims == 3 else 32
+    base = 16 if on_cpu else 32  # a CPU: a third of the time per step, three times the steps
     filters = [min(base * 2**i, 320) for i in range(pools + 1)]
     batch = max(2, int(VOXELS_PER_STEP[dims] // math.prod(patch)))
     planned: dict[str, Any] = {
@@ -92,13 +98,13 @@ def plan_segmentation(fp: dict[str, Any], cfg: RunConfig, on_cpu: bool = True) -
         "segmentation.patch_size": [int(p) for p in patch],
         "train.batch_size": batch,
         # an epoch sees every case about once, within nnU-Net's 250 iterations (large sets)
-        "segmentation.iterations_per_epoch": max(25, min(250, math.ceil(fp["n_cases"] / batch))),
+        "segmentation.iterations_per_epoch": _iterations(fp, cfg, batch, patch, base),
         "train.optimizer": "adamw", "train.lr": 2e-3, "train.weight_decay": 3e-5,
         "train.schedule": "cosine", "train.warmup_epochs": 2, "train.class_weights": "none",
     }
     if cfg.train.epochs is None:  # epochs and budget go together: the budget decides the epochs
         planned["train.epochs"] = 200
-        planned["train.time_budget_minutes"] = float(cfg.train.time_budget_minutes or 15.0)
+        planned["train.time_budget_minutes"] = float(cfg.train.time_budget_minutes or DEFAULT_MINUTES)
     if spacing:
         planned["transforms.spacing"] = spacing
     intensity = cfg.transforms.intensity or planned["transforms.intensity"]
@@ -112,6 +118,17 @@ def plan_segmentation(fp: dict[str, Any], cfg: RunConfig, on_cpu: bool = True) -
                         "model.options.filters": filters,
                         "model.options.deep_supervision": cfg.segmentation.deep_supervision})
     return planned
+
+
+def _iterations(fp: dict[str, Any], cfg: RunConfig, batch: int, patch: Sequence[int], base: int) -> int:
+    """Steps per epoch: every case about once (nnU-Net caps it at 250), and with a time budget
+    no more than leave MIN_EPOCHS epochs in it (a schedule needs epochs to decay over)."""
+    steps = max(25, min(250, math.ceil(fp["n_cases"] / batch)))
+    if cfg.train.epochs is None:
+        minutes = float(cfg.train.time_budget_minutes or DEFAULT_MINUTES)
+        step_seconds = batch * math.prod(patch) * base**2 / STEP_RATE
+        steps = min(steps, int(minutes * 60 / MIN_EPOCHS / step_seconds))
+    return max(10, steps)
 
 
 def _target_spacing(fp: dict[str, Any]) -> list[float] | None:
