@@ -39,6 +39,7 @@ from medsight.evaluation.calibration import (
     confidence_and_outcome,
     expected_calibration_error,
 )
+from medsight.metrics.classification import auc_score
 
 METRICS = (
     "accuracy", "balanced_accuracy", "sensitivity", "specificity",
@@ -210,7 +211,7 @@ def _point_metrics(y: np.ndarray, probs: np.ndarray, pred: np.ndarray) -> dict[s
             avg = {"average": "macro", "labels": labels}
             mcm = multilabel_confusion_matrix(y, pred, labels=labels)
             specificity = _nanmean(_ratio(mcm[:, 0, 0], mcm[:, 0, 0] + mcm[:, 0, 1]), axis=0)
-            auc = roc_auc_score(y, probs, multi_class="ovr", average="macro", labels=labels) if all_present else np.nan
+            auc = auc_score(y, probs)  # one-vs-rest, macro over the classes present in y
             # Its sum check (rtol ~1e-8) rejects float32 rounding; the renormalised copy changes nothing else.
             brier = brier_score_loss(y, probs / probs.sum(axis=1, keepdims=True), labels=labels)
         values = {
@@ -266,8 +267,10 @@ def resample_metrics(y: np.ndarray, probs: np.ndarray, pred: np.ndarray, idx: np
     else:
         out.update(sensitivity=_nanmean(recall, axis=1), specificity=_nanmean(specificity, axis=1),
                    precision=_nanmean(precision, axis=1), f1=_nanmean(f1, axis=1))
-        # Plain mean: like scikit-learn, OvR AUC is undefined unless every class is present.
-        out["auc"] = np.mean([_rank_auc(probs[idx, c], t == c) for c in range(k)], axis=0)
+        # over the classes present in the split, as the point estimate (a resample that lacks
+        # one of them averages over the rest)
+        present = [c for c in range(k) if 0 < int((y == c).sum()) < len(y)]
+        out["auc"] = _nanmean(np.stack([_rank_auc(probs[idx, c], t == c) for c in present]), axis=0)
 
     confidence, outcome = confidence_and_outcome(y, probs)
     bins = (np.arange(b)[:, None] * ECE_BINS + bin_ids(confidence, ECE_BINS)[idx]).ravel()
