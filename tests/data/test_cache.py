@@ -226,3 +226,19 @@ def test_training_and_evaluation_share_one_folder(tmp_path):
     prepare_data(build_dataset(later.data, 0), later, ("train", "test"), channels=1)
     rows = cache_info(tmp_path / "cache")
     assert len(rows) == 1 and rows[0]["cases"] == 30
+
+
+def test_the_fingerprint_is_read_once_per_sample(tmp_path):
+    from medsight.data.cache import remembered
+
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"n_cases": 3, "shape_median": [10.0, 12.0]}
+
+    a = remembered(tmp_path, "classification", {"sample": ["k1", "k2"]}, compute)
+    b = remembered(tmp_path, "classification", {"sample": ["k1", "k2"]}, compute)
+    c = remembered(tmp_path, "classification", {"sample": ["k1", "k3"]}, compute)  # another file
+    assert a == b == c == {"n_cases": 3, "shape_median": [10.0, 12.0]} and len(calls) == 2
+    assert cache_info(tmp_path) == []  # not a settings folder

@@ -43,6 +43,7 @@ RAM_LIMIT_BYTES = 512 * 2**20  # a split whose cached arrays fit stays in memory
 PARALLEL_FROM = 24  # fewer missing cases: build in this process (worker start-up costs more)
 LOCATIONS_PER_CLASS = 10_000  # foreground voxels kept per case and class for patch centres
 FILE_KEYS = ("image", "mask")
+FINGERPRINTS = "fingerprints"
 
 
 def settings_hash(settings: dict[str, Any]) -> str:
@@ -220,6 +221,20 @@ def sample_locations(mask: np.ndarray, num_classes: int) -> np.ndarray:
     return np.concatenate(rows).astype(np.int32) if rows else np.zeros((0, 1 + mask.ndim), np.int32)
 
 
+def remembered(root: str | Path, kind: str, parts: Any, compute: Callable[[], dict]) -> dict:
+    """``compute()``'s JSON result, kept under ``root/fingerprints`` keyed by ``parts`` (the
+    planner's fingerprint: a rerun or another fold does not read the sample again)."""
+    key = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
+    path = Path(root) / FINGERPRINTS / f"{kind}-{key}.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        pass
+    value = compute()
+    _write_atomic(path, json.dumps(value).encode())
+    return value
+
+
 # ----------------------------------------------------------------------------- reading
 
 
@@ -310,7 +325,9 @@ class CachedCases:
 def cache_info(root: str | Path) -> list[dict[str, Any]]:
     """One row per settings folder: entries, size on disk, and what it holds."""
     rows = []
-    for folder in sorted(p for p in Path(root).iterdir() if p.is_dir()) if Path(root).is_dir() else []:
+    folders = sorted(p for p in Path(root).iterdir() if p.is_dir() and p.name != FINGERPRINTS) \
+        if Path(root).is_dir() else []
+    for folder in folders:
         files = [f for f in folder.rglob("*") if f.is_file()]
         try:
             settings = json.loads((folder / "settings.json").read_text())

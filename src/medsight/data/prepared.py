@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -150,11 +150,26 @@ def prepare_loaded(loaded: dict[str, list[Item]], cfg: RunConfig,
     return {split: prepare_items(items, pre, dims) for split, items in loaded.items()}, int(channels)
 
 
-def cache_store(cfg: RunConfig, task: str, dims: int, channels: int) -> CaseStore:
-    """The cache folder for this data set and preprocessing (``data.cache_dir``)."""
+def cache_root(cfg: RunConfig) -> Path:
+    """``data.cache_dir``, else ``.medsight-cache`` in the working folder."""
     from medsight.data.cache import CACHE_DIRNAME
 
-    root = cfg.data.cache_dir or (Path.cwd() / CACHE_DIRNAME)
+    return Path(cfg.data.cache_dir or (Path.cwd() / CACHE_DIRNAME))
+
+
+def sample_fingerprint(cfg: RunConfig, kind: str, sample: list[Item], extra: Any,
+                       compute: Callable[[], dict]) -> dict:
+    """The planner's fingerprint of a sample of file cases, remembered in the cache."""
+    from medsight.data.cache import case_key, remembered
+
+    parts = {"sample": [case_key(it) for it in sample], "extra": extra,
+             "require_deidentified": cfg.data.require_deidentified, "bad_files": cfg.data.bad_files}
+    return remembered(cache_root(cfg), kind, parts, compute)
+
+
+def cache_store(cfg: RunConfig, task: str, dims: int, channels: int) -> CaseStore:
+    """The cache folder for this data set and preprocessing (``data.cache_dir``)."""
+    root = cache_root(cfg)
     transforms = {**cfg.transforms.model_dump(mode="json", exclude={"augment"}), "channels": channels}
     settings = {"task": task, "data": str(cfg.data.path), "spatial_dims": dims,
                 "require_deidentified": cfg.data.require_deidentified, "transforms": transforms}

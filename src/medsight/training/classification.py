@@ -13,7 +13,14 @@ from torch import nn
 
 from medsight.config import RunConfig
 from medsight.data.loading import LazyItems
-from medsight.data.prepared import PreparedSplit, load_splits, prepare_cached, prepare_loaded, uses_cache
+from medsight.data.prepared import (
+    PreparedSplit,
+    load_splits,
+    prepare_cached,
+    prepare_loaded,
+    sample_fingerprint,
+    uses_cache,
+)
 from medsight.data.registry import build_dataset
 from medsight.data.types import SplitData
 from medsight.errors import ConfigError
@@ -38,8 +45,9 @@ def setup_classification(cfg: RunConfig, runtime: Runtime, minutes: float | None
                           "for masks set task: segmentation")
     if uses_cache(data):  # files: a streamed sample for the plan, then the on-disk cache
         items = data.split("train")
-        fp = fingerprint(LazyItems([items[i] for i in fingerprint_sample(len(items))], cfg.data),
-                         data.class_names, [int(it["label"]) for it in items])
+        sample, labels = [items[i] for i in fingerprint_sample(len(items))], [int(it["label"]) for it in items]
+        fp = sample_fingerprint(cfg, "classification", sample, [labels, data.class_names],
+                                lambda: fingerprint(LazyItems(sample, cfg.data), data.class_names, labels))
     else:
         loaded = load_splits(data, cfg, ("train", "val"))
         fp = fingerprint(loaded["train"], data.class_names)

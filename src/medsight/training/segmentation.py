@@ -23,7 +23,14 @@ from torch import nn
 from medsight.config import RunConfig
 from medsight.data.cache import CachedCases
 from medsight.data.loading import LazyItems
-from medsight.data.prepared import PreparedCases, load_splits, prepare_cached_cases, prepare_cases, uses_cache
+from medsight.data.prepared import (
+    PreparedCases,
+    load_splits,
+    prepare_cached_cases,
+    prepare_cases,
+    sample_fingerprint,
+    uses_cache,
+)
 from medsight.data.registry import build_dataset
 from medsight.errors import MedsightError
 from medsight.models import build_model
@@ -57,11 +64,12 @@ def setup_segmentation(cfg: RunConfig, runtime: Runtime) -> Setup:
     cached = uses_cache(data)
     if cached:
         items = data.split("train")
-        sample = LazyItems([items[i] for i in fingerprint_sample(len(items))], cfg.data)
+        sample = [items[i] for i in fingerprint_sample(len(items))]
         # MSD names its labels; else 0..K from the masks, K known once every case is cached
         class_names = segmentation_class_names(cfg, data.class_names, []) if cfg.data.dataset == "msd" \
             else ["background", "1"]
-        fp = fingerprint(sample, class_names, n_cases=len(items))
+        fp = sample_fingerprint(cfg, "segmentation", sample, [len(items), class_names],
+                                lambda: fingerprint(LazyItems(sample, cfg.data), class_names, n_cases=len(items)))
     else:
         loaded = load_splits(data, cfg, ("train", "val"))
         class_names = segmentation_class_names(cfg, data.class_names, loaded["train"])
