@@ -38,17 +38,17 @@ import argparse
 import csv
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "busi"
-MEDSIGHT = Path(sys.executable).parent / "medsight"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cli_runs import medsight  # noqa: E402
+
 DUPLICATE = ("benign_433", "malignant_145")  # the same image under two labels (PROVENANCE.md)
 
 # Dice on BUSI lesion images (../shared/docs/BENCHMARKS.md)
@@ -87,15 +87,6 @@ def write_manifests(data: Path, rows: list[dict], work: Path) -> tuple[Path, Pat
             wc.writerow([path, row["label"], row["patient_id"], split])
             labels[path] = row["label"]
     return seg, cls, labels
-
-
-def medsight(*args: str) -> float:
-    """Run a medsight command (output to this console); its wall time in seconds."""
-    cmd = [str(MEDSIGHT), *args]
-    print("$ " + " ".join(cmd), flush=True)
-    t0 = time.perf_counter()
-    subprocess.run(cmd, check=True)
-    return time.perf_counter() - t0
 
 
 def bootstrap_mean(values: np.ndarray, n: int = 1000, seed: int = 0) -> list[float | None]:

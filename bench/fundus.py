@@ -37,17 +37,17 @@ import csv
 import json
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "fundus-dr"
-MEDSIGHT = Path(sys.executable).parent / "medsight"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cli_runs import medsight  # noqa: E402
+
 SAME_PERSON = ("Patient299", "Patient300")  # one ID number in the source metadata (PROVENANCE.md)
 # class number (the label's leading number) -> International Clinical DR grade; 10 (ADED): none
 GRADE = {1: 0, 2: 1, 3: 1, 4: 2, 5: 2, 6: 3, 7: 3, 8: 4, 9: 4, 10: None}
@@ -74,15 +74,6 @@ def write_manifest(data: Path, work: Path) -> tuple[Path, dict[str, str]]:
             writer.writerow([path, row["label"], pid])
             patients[path] = pid
     return out, patients
-
-
-def medsight(*args: str) -> float:
-    """Run a medsight command (output to this console); its wall time in seconds."""
-    cmd = [str(MEDSIGHT), *args]
-    print("$ " + " ".join(cmd), flush=True)
-    t0 = time.perf_counter()
-    subprocess.run(cmd, check=True)
-    return time.perf_counter() - t0
 
 
 def dr_kappa(cases_csv: Path, patients: dict[str, str], n_boot: int = 1000, seed: int = 0) -> dict:
