@@ -187,3 +187,25 @@ def test_config_keys_win_over_the_plan():
     # unet: no DynUNet options planned
     unet = plan_segmentation(fp, seg_config(model={"name": "unet", "spatial_dims": 3}))
     assert not any(k.startswith("model.options") for k in unet)
+
+
+def test_2d_works_on_a_coarser_grid_when_the_budget_affords_few_passes_at_native_resolution():
+    """BUSI-like ultrasound (545 cases of ~473 x 562 px) in 30 min: a 3x coarser grid (the
+    smallest factor giving MIN_PASSES passes, or the coarsest keeping >= 128 px); small sets,
+    fixed epochs and a set spacing stay native."""
+    from medsight.planning.segmentation import MIN_SIDE_2D
+
+    busi = dict(shape_median=[473.0, 562.0], spacing_min=[1.0, 1.0], n=545)
+    cfg = seg_config(model={"spatial_dims": 2}, train={"time_budget_minutes": 30})
+    plan = plan_segmentation(_fp(**busi), cfg)
+    assert plan["transforms.spacing"] == [3.0, 3.0]
+    assert min(plan["segmentation.patch_size"]) >= MIN_SIDE_2D  # still covers the coarse case
+    # more time: a finer grid
+    long = plan_segmentation(_fp(**busi), seg_config(model={"spatial_dims": 2}, train={"time_budget_minutes": 600}))
+    assert long.get("transforms.spacing", [1.0, 1.0])[0] < 3.0
+    # 20 cases are many passes at native resolution; fixed epochs or a set spacing decide themselves
+    assert "transforms.spacing" not in plan_segmentation(_fp([473.0, 562.0], [1.0, 1.0], n=20), cfg)
+    fixed = seg_config(model={"spatial_dims": 2}, train={"epochs": 10})
+    assert "transforms.spacing" not in plan_segmentation(_fp(**busi), fixed)
+    own = seg_config(model={"spatial_dims": 2}, train={"time_budget_minutes": 30}, transforms={"spacing": [1.0, 1.0]})
+    assert "transforms.spacing" not in open_keys(own, plan_segmentation(_fp(**busi), own))

@@ -26,6 +26,14 @@ VOXELS_PER_STEP = {2: 32 * 64 * 64, 3: 2 * 48 * 64 * 48}  # a batch's worth of v
 # machine. With a time budget, an epoch gets the steps that leave MIN_EPOCHS epochs in it.
 STEP_RATE = 80e6
 MIN_EPOCHS = 30
+# 2D at native resolution may leave a budget a few passes over the cases (BUSI's ~500 px
+# ultrasound: 4 passes in 30 min), too few to learn from scratch. The plan then works on a
+# coarser grid (nnU-Net's low-resolution stage, chosen by budget): the smallest factor that
+# affords MIN_PASSES passes, never below MIN_SIDE_2D px on the median case's shorter side.
+# Masks go back to the source grid at inference, so Dice is still measured at full resolution.
+MIN_PASSES = 40
+COARSEN_FACTORS = (1.0, 1.5, 2.0, 3.0, 4.0)
+MIN_SIDE_2D = 128
 DEFAULT_MINUTES = 15.0
 MIN_FEATURE = 4  # deepest feature map, voxels per axis (nnU-Net)
 MAX_POOLS = 5
@@ -80,6 +88,9 @@ def plan_segmentation(fp: dict[str, Any], cfg: RunConfig, on_cpu: bool = True) -
     per step: three times the steps in a CPU's time budget)."""
     dims = int(cfg.model.spatial_dims or len(fp["shape_median"]))
     spacing = _target_spacing(fp)
+    factor = _coarsening(fp, cfg, dims, spacing)
+    if factor > 1:
+        spacing = [round(float(s) * factor, 4) for s in (spacing or fp["spacing_median"])]
     scale = np.array(fp["spacing_median"], dtype=float) / np.array(spacing if spacing else fp["spacing_median"])
     median_shape = np.array(fp["shape_median"], dtype=float) * scale
     target = list(spacing) if spacing else list(fp["spacing_median"])
@@ -129,6 +140,24 @@ def _iterations(fp: dict[str, Any], cfg: RunConfig, batch: int, patch: Sequence[
         step_seconds = batch * math.prod(patch) * base**2 / STEP_RATE
         steps = min(steps, int(minutes * 60 / MIN_EPOCHS / step_seconds))
     return max(10, steps)
+
+
+def _coarsening(fp: dict[str, Any], cfg: RunConfig, dims: int, spacing: Sequence[float] | None) -> float:
+    """The grid factor for 2D under a time budget (1: native); see MIN_PASSES."""
+    if dims != 2 or cfg.transforms.spacing is not None or cfg.train.epochs is not None:
+        return 1.0
+    seconds = float(cfg.train.time_budget_minutes or DEFAULT_MINUTES) * 60
+    scale = np.array(fp["spacing_median"], dtype=float) / np.array(spacing or fp["spacing_median"], dtype=float)
+    shape = np.array(fp["shape_median"], dtype=float) * scale
+    chosen = 1.0
+    for factor in COARSEN_FACTORS:
+        if factor > 1 and shape.min() / factor < MIN_SIDE_2D:
+            break
+        chosen = factor
+        pass_seconds = fp["n_cases"] * math.prod(shape / factor) * 16**2 / STEP_RATE
+        if seconds / pass_seconds >= MIN_PASSES:
+            break
+    return chosen
 
 
 def _target_spacing(fp: dict[str, Any]) -> list[float] | None:
