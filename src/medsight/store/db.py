@@ -141,4 +141,5 @@ def open_database(url: str | None = None) -> Database:
         engine.dispose()
         problem = _one_printable_line(str(getattr(exc, "orig", None) or exc)).split(" [SQL:")[0]
         raise DatabaseError(f"--db {shown(parsed)}: cannot open the database: {problem}") from None
+    log.info("database: %s", shown(parsed))
     return Database(parsed, engine)

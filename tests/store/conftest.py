@@ -1,0 +1,46 @@
+"""Database fixtures: every test that takes ``db_url`` runs on SQLite and on a real PostgreSQL.
+
+The PostgreSQL half is skipped (with the reason) where its binaries are not installed
+(``make install`` adds the Debian package ``postgresql``).
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Iterator
+
+import pytest
+
+from tests.store.postgres import PostgresServer, binaries
+
+_names = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    found = binaries()
+    if found is None:
+        pytest.skip("PostgreSQL is not installed (no initdb/pg_ctl; make install adds the postgresql package)")
+    server = PostgresServer(*found)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path) -> str:
+    """A fresh, empty database of each kind."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'medsight.db'}"
+    server = request.getfixturevalue("postgres")
+    return server.create_database(f"test_{next(_names)}")
+
+
+@pytest.fixture()
+def db(db_url):
+    from medsight.store import open_database
+
+    database = open_database(db_url)
+    yield database
+    database.close()
