@@ -13,6 +13,7 @@ from typing import Optional
 
 import typer
 
+from medsight.cli_audit import audit_app
 from medsight.cli_cache import cache_app
 from medsight.cli_common import state, user_errors
 from medsight.cli_pacs import pacs_app
@@ -341,6 +342,7 @@ def serve(
 
 app.add_typer(pacs_app, name="pacs")
 app.add_typer(cache_app, name="cache")
+app.add_typer(audit_app, name="audit")
 
 
 def _summary_line(metrics: dict) -> str:

@@ -44,8 +44,10 @@ def default_url() -> str:
 
 
 def shown(url: Any) -> str:
-    """The URL as it may be printed: never its password."""
-    return url.render_as_string(hide_password=True) if hasattr(url, "render_as_string") else str(url)
+    """The URL as the user wrote it (without the driver medsight picks), never its password."""
+    if not hasattr(url, "render_as_string"):
+        return str(url)
+    return url.set(drivername=url.get_backend_name()).render_as_string(hide_password=True)
 
 
 def parse_url(url: str | None):
