@@ -142,6 +142,8 @@ def predict(
     workers: Optional[int] = typer.Option(None, "--workers", min=0,
                                           help="Processes reading images ahead (default: 2 for 64+ inputs)."),
     tta: bool = typer.Option(False, "--tta", help="Test-time augmentation: average over flips (and 2D rotations)."),
+    db: Optional[str] = typer.Option(None, "--db", help="Audit every prediction in this database: sqlite:///PATH, "
+                                     "postgresql://... or 'default' (medsight.db in the user's data folder)."),
 ) -> None:
     """Diagnose new images: label, calibrated probabilities, uncertainty and a heatmap each.
 
@@ -149,11 +151,16 @@ def predict(
     Example: medsight predict runs/demo study1.dcm series_folder/ --out preds
              medsight predict runs/demo scans/ --tta --explain occlusion
              medsight predict runs/mr-fusion --cases cases.csv --out preds   (columns path,path_t2,age,sex)
+             medsight predict runs/demo scans/ --db sqlite:///var/medsight/audit.db   (audit trail)
     """
     from medsight.inference.batch import PREDICTIONS_FILE, predict_paths
+    from medsight.store import open_database
 
     if bool(inputs) == (cases is not None):
         raise MedsightError("give images to predict, or --cases CSV (not both)")
+    if db is not None and cases is not None:
+        raise MedsightError("--db audits images given one by one; --cases is not audited yet")
+    audit_db = open_database(None if db == "default" else db) if db is not None else None
     if cases is not None:
         from medsight.inference.cases import predict_cases
 
@@ -161,7 +168,7 @@ def predict(
                                tta=tta)
     else:
         report = predict_paths(run, inputs, out, heatmaps=not no_heatmap, method=explain, workers=workers,
-                               fail_fast=state["debug"], tta=tta)
+                               fail_fast=state["debug"], tta=tta, audit_db=audit_db)
     if len(report.results) <= 20:
         for r in report.results:
             review = "  needs review" if r.get("needs_review") else ""
