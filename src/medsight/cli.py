@@ -160,7 +160,7 @@ def predict(
         raise MedsightError("give images to predict, or --cases CSV (not both)")
     if db is not None and cases is not None:
         raise MedsightError("--db audits images given one by one; --cases is not audited yet")
-    audit_db = open_database(None if db == "default" else db) if db is not None else None
+    audit_db = open_database(db) if db is not None else None
     if cases is not None:
         from medsight.inference.cases import predict_cases
 
@@ -330,6 +330,8 @@ def serve(
     pacs_url: Optional[str] = typer.Option(None, "--pacs-url", help="DICOMweb root of the PACS for /v1/pacs/run."),
     pacs_user: Optional[str] = typer.Option(None, "--pacs-user", help="PACS user (HTTP basic auth)."),
     pacs_password_file: Optional[Path] = typer.Option(None, "--pacs-password-file", help="File holding the PACS password."),
+    db: Optional[str] = typer.Option(None, "--db", help="Audit every prediction in this database (sqlite:///PATH, "
+                                     "postgresql://... or 'default'); the caller is the API key's id."),
 ) -> None:
     """Serve models over HTTP: REST API (/v1/predict, /docs) and the web viewer (/viewer/).
 
@@ -343,7 +345,8 @@ def serve(
         pacs = PacsSettings(pacs_url, pacs_user, read_secret(None, pacs_password_file, "PACS password"))
     settings = ServiceSettings(api_key=resolve_api_key(api_key, api_key_file), open_access=open_,
                                max_upload_bytes=int(max_upload_mb * MIB), workers=workers, queue_size=queue,
-                               require_deidentified=require_deidentified, pacs=pacs)
+                               require_deidentified=require_deidentified, pacs=pacs,
+                               audit_db=db)
     run_server(runs, host, port, settings)
 
 

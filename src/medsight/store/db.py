@@ -51,11 +51,11 @@ def shown(url: Any) -> str:
 
 
 def parse_url(url: str | None):
-    """The SQLAlchemy URL for ``url`` (None: the default), with the driver medsight uses."""
+    """The SQLAlchemy URL for ``url`` (None or ``default``: the default), with the driver medsight uses."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
-    text = default_url() if url is None else str(url).strip()
+    text = default_url() if url is None or str(url).strip() == "default" else str(url).strip()
     try:
         parsed = make_url(text)
     except ArgumentError:
