@@ -7,6 +7,8 @@ The PostgreSQL half is skipped (with the reason) where its binaries are not inst
 from __future__ import annotations
 
 import itertools
+import os
+import pwd
 from typing import Iterator
 
 import pytest
@@ -16,11 +18,21 @@ from tests.store.postgres import PostgresServer, binaries
 _names = itertools.count()
 
 
+def _has_user(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresServer]:
     found = binaries()
     if found is None:
         pytest.skip("PostgreSQL is not installed (no initdb/pg_ctl; make install adds the postgresql package)")
+    if os.geteuid() == 0 and not _has_user("postgres"):
+        pytest.skip("PostgreSQL refuses to run as root and there is no 'postgres' user to run it as")
     server = PostgresServer(*found)
     try:
         yield server.start()
