@@ -11,9 +11,10 @@ BIN := $(VENV)/bin
 
 .PHONY: install system-packages demo test bench clean
 
-# Debian packages for the service tests: a real PACS (Orthanc + DICOMweb) and a real browser.
+# Debian packages for the service tests: a real PACS (Orthanc + DICOMweb), a real browser and a
+# PostgreSQL server for the database tests (tests/store).
 # Installed only when missing; `sudo` only when not root. Tests skip if they are absent.
-DEBIAN_PACKAGES := orthanc orthanc-dicomweb chromium
+DEBIAN_PACKAGES := orthanc orthanc-dicomweb chromium postgresql
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 system-packages:
@@ -29,7 +30,7 @@ $(BIN)/.medsight-installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	# torch first, alone: resolving the project's `torch>=` first would pull a multi-GB CUDA build.
 	$(BIN)/pip install --disable-pip-version-check "$(TORCH_SPEC)" $(PIP_TORCH_ARGS)
-	$(BIN)/pip install --disable-pip-version-check -e ".[dev,service,pacs,onnx]" "$(TORCH_SPEC)"
+	$(BIN)/pip install --disable-pip-version-check -e ".[dev,service,pacs,onnx,postgres]" "$(TORCH_SPEC)"
 	touch $@
 
 install: system-packages $(BIN)/.medsight-installed

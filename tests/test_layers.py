@@ -2,14 +2,14 @@
 
 Lowest first (README, "Layers"):
 
-    0  io, utils, errors, privacy, config, metrics, and medsight/__init__ (it only holds the version)
+    0  io, utils, errors, privacy, config, metrics, store, and medsight/__init__ (it only holds the version)
     1  data, transforms
     2  models, planning
     3  runtime
     4  training
     5  inference
     6  evaluation
-    7  service, pacs, cli, cli_common, cli_pacs, cli_cache, demo, api (the Python API)
+    7  service, pacs, cli, cli_common, cli_pacs, cli_cache, cli_audit, demo, api (the Python API)
 
 Every module under src/medsight is read with ``ast`` (imports at the top and inside functions;
 relative imports resolved; imports under ``if TYPE_CHECKING:`` ignored, they do not run).
@@ -29,14 +29,14 @@ ROOT = "medsight"
 SRC = Path(__file__).resolve().parents[1] / "src" / ROOT
 
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("", "io", "utils", "errors", "privacy", "config", "metrics"),  # "": medsight/__init__.py (the version)
+    ("", "io", "utils", "errors", "privacy", "config", "metrics", "store"),  # "": medsight/__init__.py (the version)
     ("data", "transforms"),
     ("models", "planning"),
     ("runtime",),
     ("training",),
     ("inference",),
     ("evaluation",),
-    ("service", "pacs", "cli", "cli_common", "cli_pacs", "cli_cache", "demo", "api"),
+    ("service", "pacs", "cli", "cli_common", "cli_pacs", "cli_cache", "cli_audit", "demo", "api"),
 )
 LAYER_OF = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 

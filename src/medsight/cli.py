@@ -13,6 +13,7 @@ from typing import Optional
 
 import typer
 
+from medsight.cli_audit import audit_app
 from medsight.cli_cache import cache_app
 from medsight.cli_common import state, user_errors
 from medsight.cli_pacs import pacs_app
@@ -141,6 +142,8 @@ def predict(
     workers: Optional[int] = typer.Option(None, "--workers", min=0,
                                           help="Processes reading images ahead (default: 2 for 64+ inputs)."),
     tta: bool = typer.Option(False, "--tta", help="Test-time augmentation: average over flips (and 2D rotations)."),
+    db: Optional[str] = typer.Option(None, "--db", help="Audit every prediction in this database: sqlite:///PATH, "
+                                     "postgresql://... or 'default' (medsight.db in the user's data folder)."),
 ) -> None:
     """Diagnose new images: label, calibrated probabilities, uncertainty and a heatmap each.
 
@@ -148,11 +151,16 @@ def predict(
     Example: medsight predict runs/demo study1.dcm series_folder/ --out preds
              medsight predict runs/demo scans/ --tta --explain occlusion
              medsight predict runs/mr-fusion --cases cases.csv --out preds   (columns path,path_t2,age,sex)
+             medsight predict runs/demo scans/ --db sqlite:///var/medsight/audit.db   (audit trail)
     """
     from medsight.inference.batch import PREDICTIONS_FILE, predict_paths
+    from medsight.store import open_database
 
     if bool(inputs) == (cases is not None):
         raise MedsightError("give images to predict, or --cases CSV (not both)")
+    if db is not None and cases is not None:
+        raise MedsightError("--db audits images given one by one; --cases is not audited yet")
+    audit_db = open_database(db) if db is not None else None
     if cases is not None:
         from medsight.inference.cases import predict_cases
 
@@ -160,7 +168,7 @@ def predict(
                                tta=tta)
     else:
         report = predict_paths(run, inputs, out, heatmaps=not no_heatmap, method=explain, workers=workers,
-                               fail_fast=state["debug"], tta=tta)
+                               fail_fast=state["debug"], tta=tta, audit_db=audit_db)
     if len(report.results) <= 20:
         for r in report.results:
             review = "  needs review" if r.get("needs_review") else ""
@@ -322,6 +330,8 @@ def serve(
     pacs_url: Optional[str] = typer.Option(None, "--pacs-url", help="DICOMweb root of the PACS for /v1/pacs/run."),
     pacs_user: Optional[str] = typer.Option(None, "--pacs-user", help="PACS user (HTTP basic auth)."),
     pacs_password_file: Optional[Path] = typer.Option(None, "--pacs-password-file", help="File holding the PACS password."),
+    db: Optional[str] = typer.Option(None, "--db", help="Audit every prediction in this database (sqlite:///PATH, "
+                                     "postgresql://... or 'default'); the caller is the API key's id."),
 ) -> None:
     """Serve models over HTTP: REST API (/v1/predict, /docs) and the web viewer (/viewer/).
 
@@ -335,12 +345,14 @@ def serve(
         pacs = PacsSettings(pacs_url, pacs_user, read_secret(None, pacs_password_file, "PACS password"))
     settings = ServiceSettings(api_key=resolve_api_key(api_key, api_key_file), open_access=open_,
                                max_upload_bytes=int(max_upload_mb * MIB), workers=workers, queue_size=queue,
-                               require_deidentified=require_deidentified, pacs=pacs)
+                               require_deidentified=require_deidentified, pacs=pacs,
+                               audit_db=db)
     run_server(runs, host, port, settings)
 
 
 app.add_typer(pacs_app, name="pacs")
 app.add_typer(cache_app, name="cache")
+app.add_typer(audit_app, name="audit")
 
 
 def _summary_line(metrics: dict) -> str:

@@ -7,6 +7,8 @@
 - Resumable: an input already in ``predictions.jsonl`` with the same size and modification
   time is skipped, so a killed or interrupted job continues where it stopped.
 - Bad files do not stop the job: each is listed (one line, naming the file) and the rest done.
+- Audited when given a database (``audit_db``): a row per prediction and per refused file
+  (``inference/audit.py``); inputs resumed from an earlier run are not predicted again.
 At the end ``predictions.json`` (all records, in input order) and ``summary.json`` are written.
 """
 
@@ -28,11 +30,13 @@ import torch
 from tqdm.auto import tqdm
 
 from medsight.errors import ConfigError, InputFileError, MedsightError
+from medsight.inference.audit import AuditTrail, cli_caller, input_sha256
 from medsight.inference.explain import METHODS, explain
 from medsight.inference.load import LoadedRun, load_run
 from medsight.inference.overlay import overlay_png
 from medsight.inference.predict import check_single_image, diagnose, expand_inputs, model_input
 from medsight.io import read_image
+from medsight.store.db import Database
 from medsight.utils.atomic import write_bytes, write_json
 from medsight.utils.paths import safe_stem
 
@@ -52,10 +56,12 @@ class BatchReport:
 
 def predict_paths(run_dir: Path, inputs: Sequence[Path], out_dir: Path, heatmaps: bool = True,
                   method: str = "gradcam", workers: int | None = None, batch_size: int = 32,
-                  fail_fast: bool = False, tta: bool = False) -> BatchReport:
+                  fail_fast: bool = False, tta: bool = False, audit_db: Database | None = None,
+                  caller: str | None = None) -> BatchReport:
     """Predict every input into ``out_dir``; see the module docstring. ``fail_fast`` raises
     the first bad file's error instead of listing it (``--debug``); ``tta`` averages the
-    calibrated probabilities over test-time views (``inference/tta.py``)."""
+    calibrated probabilities over test-time views (``inference/tta.py``); ``audit_db`` records
+    each prediction for ``caller`` (default ``cli:USER``)."""
     t0 = time.perf_counter()
     if heatmaps and method not in METHODS:
         raise ConfigError(f"unknown explanation method {method!r}; choose {', '.join(METHODS)}")
@@ -70,8 +76,10 @@ def predict_paths(run_dir: Path, inputs: Sequence[Path], out_dir: Path, heatmaps
     if workers is None:
         workers = min(2, os.cpu_count() or 1) if len(todo) >= PARALLEL_FROM else 0
     failures: list[tuple[str, str]] = []
+    trail = AuditTrail(audit_db, run) if audit_db is not None else None
     bar = tqdm(total=len(todo), desc="predict", unit="image", disable=None)
     for chunk in _batches(_loaded(run, todo, workers), batch_size):
+        started = time.perf_counter()
         if fail_fast and any(x is None for _, _, x, _ in chunk):
             _, p, _, problem = next(c for c in chunk if c[2] is None)
             raise InputFileError(p, problem)
@@ -82,6 +90,9 @@ def predict_paths(run_dir: Path, inputs: Sequence[Path], out_dir: Path, heatmaps
             records = [_record(run, i, p, xi, meta, d, out_dir, heatmaps, method)
                        for (i, p, xi, meta), d in zip(good, diagnose(run, x, tta))]
             journal.append([(p, r) for (_, p, _, _), r in zip(good, records)])
+        if trail is not None:
+            _audit(trail, caller or cli_caller(), chunk, iter(records if good else []),
+                   (time.perf_counter() - started) / len(chunk), tta)
         bar.update(len(chunk))
     bar.close()
     results = [journal.get(p) for p in paths]
@@ -94,6 +105,16 @@ def predict_paths(run_dir: Path, inputs: Sequence[Path], out_dir: Path, heatmaps
     log.debug("predicted %d image(s) into %s (%d failed, %d resumed) in %.1f s, %.0f ms per image", len(results),
              out_dir, len(failures), report.resumed, report.seconds, 1000 * report.seconds / done)
     return report
+
+
+def _audit(trail: AuditTrail, caller: str, chunk: list[tuple], records: Iterator[dict], seconds: float,
+           tta: bool) -> None:
+    """A row per input of a batch: its prediction, or its refusal with the problem (never its name)."""
+    for _, path, x, meta in chunk:
+        if x is None:
+            trail.refusal(caller, input_sha256(path), meta, seconds, tta)
+        else:
+            trail.prediction(caller, input_sha256(path), next(records), seconds, tta)
 
 
 def _done(record: dict | None, tta: bool) -> bool:

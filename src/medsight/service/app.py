@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import medsight
 from medsight.errors import InputFileError, MedsightError
+from medsight.inference.audit import AuditTrail, input_sha256
 from medsight.io import read_image
 from medsight.io.read import image_kind
 from medsight.privacy.check import NOT_DEIDENTIFIED, is_deidentified
@@ -32,7 +33,8 @@ from medsight.service.models import ModelRegistry, PredictOptions, ServedModel
 from medsight.service.pacs_route import pacs_router
 from medsight.service.pool import InferencePool
 from medsight.service.schemas import ERROR_RESPONSES, Prediction
-from medsight.service.settings import ServiceSettings
+from medsight.service.settings import ServiceSettings, caller_id
+from medsight.store import Database, open_database
 from medsight.service.upload import FILE_FIELD, BodySizeLimit, receive_upload
 
 log = logging.getLogger(__name__)
@@ -52,8 +54,12 @@ VIEWER_HEADERS = [
 ]
 
 
-def create_app(registry: ModelRegistry, settings: ServiceSettings) -> FastAPI:
-    """The service for the models in ``registry`` (loaded already), configured by ``settings``."""
+def create_app(registry: ModelRegistry, settings: ServiceSettings, audit_db: Database | None = None) -> FastAPI:
+    """The service for the models in ``registry`` (loaded already), configured by ``settings``;
+    predictions are audited in ``audit_db`` (or the database ``settings.audit_db`` names)."""
+    if audit_db is None and settings.audit_db:
+        audit_db = open_database(settings.audit_db)
+    trails = {m.name: AuditTrail(audit_db, m.run, m.name) for m in registry.models.values()} if audit_db else {}
     pool = InferencePool(settings.workers, settings.queue_size)
     # Uploads land here only: a private folder (mode 0700) removed at shutdown or exit.
     upload_dir = tempfile.TemporaryDirectory(prefix="medsight-serve-")
@@ -72,7 +78,7 @@ def create_app(registry: ModelRegistry, settings: ServiceSettings) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     app.add_middleware(SecurityHeaders)
-    app.include_router(_api_router(registry, settings, pool, Path(upload_dir.name)))
+    app.include_router(_api_router(registry, settings, pool, Path(upload_dir.name), trails))
 
     @app.get("/health", tags=["service"])
     async def health() -> dict[str, Any]:
@@ -88,7 +94,7 @@ def create_app(registry: ModelRegistry, settings: ServiceSettings) -> FastAPI:
 
 
 def _api_router(registry: ModelRegistry, settings: ServiceSettings, pool: InferencePool,
-                upload_dir: Path) -> APIRouter:
+                upload_dir: Path, trails: dict[str, AuditTrail]) -> APIRouter:
     key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False)
 
     def require_key(key: Optional[str] = Security(key_header)) -> None:
@@ -131,8 +137,8 @@ def _api_router(registry: ModelRegistry, settings: ServiceSettings, pool: Infere
             options = PredictOptions(heatmap=heatmap, method=explain, image=image, tta=tta,
                                      clinical=dict(upload.fields))
             try:
-                result, kind = await pool.run(diagnose_file, served, upload.path, options,
-                                              settings.require_deidentified)
+                result, kind = await pool.run(audited, trails.get(served.name), caller_id(settings), served,
+                                              upload.path, options, settings.require_deidentified)
             finally:
                 upload.remove()
         elapsed = round((time.perf_counter() - start) * 1000, 1)
@@ -143,6 +149,21 @@ def _api_router(registry: ModelRegistry, settings: ServiceSettings, pool: Infere
 
     router.include_router(pacs_router(registry, settings, pool, model_named))
     return router
+
+
+def audited(trail: AuditTrail | None, caller: str, model: ServedModel, path: Path, options: PredictOptions,
+            require_deidentified: bool) -> tuple[dict[str, Any], str]:
+    """:func:`diagnose_file`, with an audit row for its answer or its refusal when there is a trail."""
+    if trail is None:
+        return diagnose_file(model, path, options, require_deidentified)
+    digest, start = input_sha256(path), time.perf_counter()
+    try:
+        result, kind = diagnose_file(model, path, options, require_deidentified)
+    except ApiError as exc:
+        trail.refusal(caller, digest, f"{exc.status_code}: {exc.detail}", time.perf_counter() - start, options.tta)
+        raise
+    trail.prediction(caller, digest, result, time.perf_counter() - start, options.tta)
+    return result, kind
 
 
 def diagnose_file(model: ServedModel, path: Path, options: PredictOptions, require_deidentified: bool

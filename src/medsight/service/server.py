@@ -20,8 +20,11 @@ def serve(runs: Sequence[str | Path], host: str, port: int, settings: ServiceSet
     from medsight.service.app import create_app
     from medsight.service.models import load_registry
 
+    from medsight.store import open_database
+
     check_binding(host, settings.open_access)  # before the slow part: loading the models
-    app = create_app(load_registry(runs), settings)
+    audit_db = open_database(settings.audit_db) if settings.audit_db else None
+    app = create_app(load_registry(runs), settings, audit_db)
     log.info("medsight service on http://%s:%d (viewer /viewer/, API docs /docs)%s", host, port,
              "; OPEN, no API key" if settings.open_access else "")
     uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=10,

@@ -7,6 +7,7 @@ anyone run models on (and send) patient images.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ class ServiceSettings:
     queue_size: int = 32
     require_deidentified: bool = False
     pacs: PacsSettings | None = None
+    audit_db: str | None = None  # database URL: a row per prediction (store/audit.py)
 
     def __post_init__(self) -> None:
         if not self.open_access and not self.api_key:
@@ -42,6 +44,13 @@ class ServiceSettings:
                               "or --open for a loopback-only service without one")
         if self.workers < 1 or self.queue_size < 0 or self.max_upload_bytes < 1:
             raise ConfigError("workers must be >= 1, queue size >= 0 and the upload limit > 0")
+
+
+def caller_id(settings: ServiceSettings) -> str:
+    """Who asks, as the audit trail records it: the API key's id (a digest prefix), never the key."""
+    if settings.open_access or not settings.api_key:
+        return "open"
+    return "key-" + hashlib.sha256(settings.api_key.encode()).hexdigest()[:12]
 
 
 def is_loopback(host: str) -> bool:

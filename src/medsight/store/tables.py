@@ -1,0 +1,73 @@
+"""The database's tables (SQLAlchemy Core): the job queue, readers' feedback and the audit trail.
+
+The schema itself is made by the Alembic migrations in ``migrations/versions``; these table
+objects are how the code reads and writes it, and must match the newest migration
+(``tests/store/test_migrations.py`` compares them).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Boolean, Column, DateTime, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text
+
+metadata = MetaData()
+GENESIS = "0" * 64  # the "previous hash" of the first audit row
+JOB_STATUSES = ("received", "queued", "running", "done", "failed")
+
+jobs = Table(
+    "jobs", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("study_uid", String(64), nullable=False),  # a DICOM UID, never a patient identifier
+    Column("run", Text, nullable=False),  # the run folder (or served model) to apply
+    Column("priority", Integer, nullable=False, default=0),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("max_attempts", Integer, nullable=False, default=3),
+    Column("error", Text),
+    Column("worker", String(128)),
+    Column("lease_expires", DateTime),
+    Column("received_at", DateTime, nullable=False),
+    Column("started_at", DateTime),
+    Column("finished_at", DateTime),
+)
+Index("ix_jobs_claim", jobs.c.status, jobs.c.priority, jobs.c.received_at)
+
+feedback = Table(
+    "feedback", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job_id", Integer, ForeignKey("jobs.id")),
+    Column("study_uid", String(64)),
+    Column("reader", String(128), nullable=False),  # a reader's user name, not a patient's
+    Column("accepted", Boolean, nullable=False),
+    Column("comment", Text),
+    Column("time", DateTime, nullable=False),
+)
+
+audit = Table(
+    "audit", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("time", String(32), nullable=False),  # ISO 8601 UTC text: hashed as stored
+    Column("caller", String(128), nullable=False),
+    Column("input_sha256", String(64)),
+    Column("run", Text, nullable=False),
+    Column("checkpoint_sha256", String(64)),
+    Column("calibration", Text),  # canonical JSON
+    Column("threshold", Float),
+    Column("label", Text),
+    Column("output", Text),  # canonical JSON summary of the result
+    Column("duration_ms", Float),
+    Column("refused", Boolean, nullable=False),
+    Column("reason", Text),
+    Column("prev_hash", String(64), nullable=False),
+    Column("row_hash", String(64), nullable=False),
+)
+Index("ix_audit_time", audit.c.time)
+
+# One row (id 1): how many audit rows there are and the last one's hash, so that deleting the
+# newest rows is detected too. Written in the same transaction as each audit row.
+audit_head = Table(
+    "audit_head", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("count", Integer, nullable=False),
+    Column("last_id", Integer, nullable=False),
+    Column("last_hash", String(64), nullable=False),
+)
