@@ -82,7 +82,7 @@ def train(
     import os
 
     from medsight.config import load_config
-    from medsight.evaluation.calibrate import calibrate_run
+    from medsight.evaluation.calibrate import fit_on_val
     from medsight.training.run import planned_overrides, train_folds, train_run
 
     if config is None and data is None:
@@ -90,7 +90,7 @@ def train(
     overrides = planned_overrides(data, minutes) + list(set_)
     cfg = load_config(config, overrides)  # a bad config fails here, before any process starts
     if folds:
-        run_dir = train_folds(cfg, out, folds, resume=resume, calibrate=calibrate_run)
+        run_dir = train_folds(cfg, out, folds, resume=resume, calibrate=fit_on_val)
         typer.echo(f"ensemble of {folds} folds: {run_dir}")
         return
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
@@ -101,7 +101,7 @@ def train(
         launch_local(nproc, args + (["--resume"] if resume else []))
         typer.echo(f"run folder: {out if out is not None else Path('runs') / cfg.name}")
         return
-    run_dir = train_run(cfg, out, resume=resume, calibrate=calibrate_run)
+    run_dir = train_run(cfg, out, resume=resume, calibrate=fit_on_val)
     if int(os.environ.get("RANK", "0")) == 0:
         typer.echo(f"run folder: {run_dir}")
 
@@ -214,13 +214,23 @@ def calibrate(
         None, "--review-fraction", min=0.001, max=0.999,
         help="Flag as 'needs review' the entropy the most uncertain val fraction exceeds (default: the config's, 0.1)."),
 ) -> None:
-    """Fit temperature scaling and the review threshold on the val split (calibration.json).
+    """Fit temperature scaling and the review threshold on the val split (calibration.json);
+    for a segmentation run, choose its post-processing on val (postprocessing.json).
 
     Training does this by itself; use it for runs trained before, or for another review fraction.
     Example: medsight calibrate runs/demo --review-fraction 0.05
     """
     from medsight.evaluation.calibrate import calibrate_run
+    from medsight.runtime.run_folder import read_run
 
+    if read_run(run)[1].get("task") == "segmentation":
+        from medsight.evaluation.postprocessing import choose_postprocessing
+
+        p = choose_postprocessing(run)
+        typer.echo(f"largest component kept for: {', '.join(p['largest_component']) or 'no class'} "
+                   f"(val Dice {p['val_dice']}, n = {p['n']})")
+        typer.echo(f"wrote {run / 'postprocessing.json'}")
+        return
     c = calibrate_run(run, review_fraction=review_fraction)
     typer.echo(f"temperature {c['temperature']:.3f}: val ECE {c['ece_before']:.3f} -> {c['ece_after']:.3f}, "
                f"NLL {c['nll_before']:.3f} -> {c['nll_after']:.3f} (n = {c['n']}); "

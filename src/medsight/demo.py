@@ -14,7 +14,7 @@ from pathlib import Path
 from medsight.config import load_config
 from medsight.data.synthetic import synthetic_sample
 from medsight.errors import ConfigError
-from medsight.evaluation.calibrate import calibrate_run
+from medsight.evaluation.calibrate import fit_on_val
 from medsight.evaluation.evaluate import evaluate_run
 from medsight.evaluation.run_report import write_run_report
 from medsight.inference.batch import predict_paths
@@ -42,7 +42,7 @@ def run_demo(out: Path, epochs: int | None = None, overrides: list[str] | None =
     out = Path(out)
     overrides = list(overrides or []) + ([f"train.epochs={epochs}"] if epochs else [])
     cfg = load_config(demo_config_path(task), overrides)
-    run_dir = train_run(cfg, out / "run", overwrite=True, calibrate=calibrate_run)
+    run_dir = train_run(cfg, out / "run", overwrite=True, calibrate=fit_on_val)
     if task == "segmentation":
         return _segmentation_demo(out, run_dir, cfg)
     evaluate_run(run_dir, split="test")

@@ -48,10 +48,10 @@ def train(config: str | Path | Mapping[str, Any] | RunConfig | None = None, *, d
         cfg = config_from_dict(raw)
     else:
         cfg = load_config(config, items)
-    from medsight.evaluation.calibrate import calibrate_run
+    from medsight.evaluation.calibrate import fit_on_val
 
-    run_dir = (train_folds(cfg, out, folds, resume=resume, calibrate=calibrate_run) if folds
-               else train_run(cfg, out, resume=resume, calibrate=calibrate_run))
+    run_dir = (train_folds(cfg, out, folds, resume=resume, calibrate=fit_on_val) if folds
+               else train_run(cfg, out, resume=resume, calibrate=fit_on_val))
     return load(run_dir)
 
 

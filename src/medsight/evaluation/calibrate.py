@@ -30,10 +30,21 @@ from medsight.inference.engine import file_sha256
 from medsight.inference.load import LoadedRun, load_run
 from medsight.inference.uncertainty import normalised_entropy, review_threshold
 from medsight.runtime.checkpoint import BEST
+from medsight.runtime.run_folder import read_run
 from medsight.utils.atomic import write_json
 
 log = logging.getLogger(__name__)
 METHOD = "temperature scaling (Guo et al. 2017): T minimising the NLL of softmax(logits / T) on val"
+
+
+def fit_on_val(run_dir: str | Path, val: PreparedSplit | None = None) -> dict:
+    """What a run fits on its val split once trained: temperature and review threshold
+    (classification), or post-processing (segmentation, :mod:`.postprocessing`)."""
+    if read_run(run_dir)[1].get("task") == "segmentation":
+        from medsight.evaluation.postprocessing import choose_postprocessing
+
+        return choose_postprocessing(run_dir)
+    return calibrate_run(run_dir, val=val)
 
 
 def calibrate_run(run_dir: str | Path, val: PreparedSplit | None = None, review_fraction: float | None = None,

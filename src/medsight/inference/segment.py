@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from medsight.errors import ConfigError, InputFileError
 from medsight.inference.lesions import find_lesions
 from medsight.inference.load import LoadedRun, load_run
+from medsight.inference.postprocess import keep_largest, largest_component_classes
 from medsight.inference.predict import expand_inputs
 from medsight.io import read_image
 from medsight.io.write import write_nifti
@@ -42,8 +43,11 @@ class Segmentation:
     lesions: list[dict]
 
 
-def segment_image(run: LoadedRun, image: MetaTensor, mirror: bool | None = None) -> Segmentation:
-    """Segment one image (as read by ``read_image``) with a segmentation run."""
+def segment_image(run: LoadedRun, image: MetaTensor, mirror: bool | None = None,
+                  postprocess: bool = True) -> Segmentation:
+    """Segment one image (as read by ``read_image``) with a segmentation run.
+
+    ``postprocess``: apply the run's post-processing chosen on validation (``postprocess.py``)."""
     if run.plan.get("task") != "segmentation":
         raise ConfigError(f"{run.run_dir}: a {run.plan.get('task', 'classification')} run; "
                           "`medsight segment` needs a segmentation run (use `medsight predict`)")
@@ -63,8 +67,13 @@ def segment_image(run: LoadedRun, image: MetaTensor, mirror: bool | None = None)
         warnings.simplefilter("ignore", UserWarning)  # "no invertible transforms" when nothing was resampled
         probs = torch.as_tensor(pre.inverse({"image": pred})["image"]).float()
     probs = probs / probs.sum(0, keepdim=True).clamp(min=1e-6)
-    labels = MetaTensor(probs.argmax(0, keepdim=True).to(torch.uint8), affine=image.affine,
-                        meta={k: v for k, v in image.meta.items() if k != "affine"})
+    label_map = probs.argmax(0, keepdim=True).to(torch.uint8)
+    largest = largest_component_classes(run.run_dir, run.class_names) if postprocess else []
+    if largest:
+        label_map = keep_largest(label_map, largest)
+        for k in largest:  # lesions agree with the mask: none outside the kept component
+            probs[k] = torch.where(label_map[0] == k, probs[k], torch.zeros_like(probs[k]))
+    labels = MetaTensor(label_map, affine=image.affine, meta={k: v for k, v in image.meta.items() if k != "affine"})
     affine = image.affine.detach().cpu().numpy()
     lesions = []
     cfg = seg.lesions

@@ -8,7 +8,8 @@ A run folder holds everything needed to repeat, resume, evaluate or serve the mo
     metrics.jsonl        one line per epoch
     training_curves.png
     calibration.json     classification: temperature scaling and review threshold fitted on val
-                         (by the ``calibrate`` the caller passes: training sits below evaluation)
+    postprocessing.json  segmentation: largest-component filtering, where it helped on val
+                         (both by the ``calibrate`` the caller passes: training sits below evaluation)
 
 Each task (classification, segmentation) contributes a ``setup`` function that prepares its
 data, model, task and plan; the folder, runtime, processes and the loop are shared.
@@ -34,8 +35,9 @@ from medsight.training.trainer import EpochCallback, Setup, Trainer
 from medsight.utils.atomic import write_json
 
 log = logging.getLogger(__name__)
-# Fits RUN/calibration.json after training, called as calibrate(run_dir, val=the prepared val
-# split); the `medsight train` command passes medsight.evaluation.calibrate.calibrate_run.
+# Fits RUN/calibration.json or RUN/postprocessing.json after training, called as
+# calibrate(run_dir, val=the prepared val split); `medsight train` passes
+# medsight.evaluation.calibrate.fit_on_val.
 Calibrate = Callable[..., object]
 
 
@@ -80,7 +82,7 @@ def train_run(cfg: RunConfig, out: Path | None = None, *, resume: bool = False,
               calibrate: Calibrate | None = None) -> Path:
     """Train a model as configured (on every process of a distributed launch); return the run folder.
 
-    ``calibrate``: for classification and fusion runs, called once training is done (main process).
+    ``calibrate``: called (classification, fusion, segmentation) once training is done (main process).
     """
     run_dir = Path(out) if out is not None else Path("runs") / cfg.name
     if cfg.data.cache_dir is None:  # beside the run folder: reruns, folds and ensembles share it
@@ -120,8 +122,8 @@ def _train_locked(cfg: RunConfig, run_dir: Path, resume: bool, overwrite: bool,
     if dist.is_main:
         write_history(run_dir, history)  # a kill between the last checkpoint and its log line
         write_curves(run_dir, history, setup.cfg.train.monitor)
-        if calibrate is not None and task_of(setup.cfg) in ("classification", "fusion"):
-            calibrate(run_dir, val=setup.task.val)  # temperature and review threshold on val
+        if calibrate is not None and task_of(setup.cfg) in ("classification", "fusion", "segmentation"):
+            calibrate(run_dir, val=setup.task.val)  # calibration or post-processing, fitted on val
     dist.barrier()
 
 

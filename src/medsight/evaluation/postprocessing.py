@@ -1,0 +1,73 @@
+"""Choose a segmentation run's post-processing on its validation split (nnU-Net's rule).
+
+For each foreground class, keeping only its largest connected component is adopted when it
+raises the mean per-case validation Dice of that class (on the source grid, as evaluate
+measures). The choice is written to ``RUN/postprocessing.json`` and applied by ``segment``,
+``evaluate`` and the service (see :mod:`medsight.inference.postprocess`).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from medsight.data.loading import load_items
+from medsight.data.registry import build_dataset
+from medsight.errors import ConfigError
+from medsight.inference.engine import file_sha256
+from medsight.inference.load import load_run
+from medsight.inference.postprocess import POSTPROCESSING_FILE, keep_largest
+from medsight.inference.segment import segment_image
+from medsight.runtime.checkpoint import BEST
+from medsight.utils.atomic import write_json
+
+log = logging.getLogger(__name__)
+MAX_CASES = 200  # validation cases read for the choice (evenly spaced when there are more)
+
+
+def choose_postprocessing(run_dir: str | Path, **_: object) -> dict:
+    """Compare Dice with and without largest-component filtering on val; save and return the choice."""
+    run_dir = Path(run_dir)
+    loaded = load_run(run_dir)
+    if loaded.plan.get("task") != "segmentation":
+        raise ConfigError(f"{run_dir}: post-processing applies to segmentation runs")
+    cfg = loaded.cfg
+    items = build_dataset(cfg.data, cfg.train.seed).split("val")
+    if len(items) > MAX_CASES:
+        items = [items[i] for i in np.linspace(0, len(items) - 1, MAX_CASES).round().astype(int)]
+    classes = list(range(1, len(loaded.class_names)))
+    plain, largest = ({k: [] for k in classes} for _ in range(2))
+    for item in tqdm(items, desc="choosing post-processing on val", unit="case", disable=None):
+        got, _ = load_items([item], policy="skip", progress=False)
+        if not got or got[0].get("mask") is None:
+            continue
+        labels = segment_image(loaded, got[0]["image"], postprocess=False).labels.as_tensor()
+        ref = torch.as_tensor(np.asarray(got[0]["mask"])).round().long()
+        for k in classes:
+            plain[k].append(_dice(labels == k, ref == k))
+            largest[k].append(_dice(keep_largest(labels, [k]) == k, ref == k))
+    chosen, scores = [], {}
+    for k in classes:
+        name = loaded.class_names[k]
+        before, after = (float(np.mean(v)) if v else float("nan") for v in (plain[k], largest[k]))
+        scores[name] = {"none": round(before, 4), "largest_component": round(after, 4)}
+        if after > before:
+            chosen.append(name)
+    result = {"rule": "keep the largest component of a class where that raised its mean val Dice",
+              "largest_component": chosen, "val_dice": scores, "n": len(plain[classes[0]]) if classes else 0,
+              "checkpoint_sha256": file_sha256(run_dir / "checkpoints" / BEST)}
+    write_json(run_dir / POSTPROCESSING_FILE, result)
+    log.info("post-processing on val: %s", ", ".join(
+        f"{n}: Dice {s['none']:.3f} -> {s['largest_component']:.3f} with the largest component"
+        f"{' (kept)' if n in chosen else ' (not kept)'}" for n, s in scores.items()))
+    return result
+
+
+def _dice(pred: torch.Tensor, ref: torch.Tensor) -> float:
+    """Dice of two boolean masks; both empty counts as 1 (as evaluate counts it)."""
+    total = int(pred.sum()) + int(ref.sum())
+    return 1.0 if total == 0 else 2.0 * int((pred & ref).sum()) / total

@@ -1,0 +1,57 @@
+"""Largest-component post-processing: what it removes, how it is chosen on val, and when a
+saved choice is used (current weights) or ignored (stale)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import torch
+from scipy import ndimage
+
+from medsight.evaluation.postprocessing import choose_postprocessing
+from medsight.inference.load import load_run
+from medsight.inference.postprocess import POSTPROCESSING_FILE, keep_largest, largest_component_classes
+from medsight.inference.segment import segment_image
+from medsight.io import make_image
+from tests.inference.files import SPACING, nodule_cases
+
+
+def test_keep_largest_removes_the_smaller_components_of_the_chosen_class_only():
+    labels = torch.zeros(1, 20, 20, dtype=torch.uint8)
+    labels[0, 1:6, 1:6] = 1     # 25 px: kept
+    labels[0, 10:12, 10:12] = 1  # 4 px: removed
+    labels[0, 15:17, 1:3] = 2    # another class: untouched
+    labels[0, 15:19, 15:19] = 2
+    out = keep_largest(labels, [1])
+    assert int((out == 1).sum()) == 25 and out[0, 10, 10] == 0
+    assert int((out == 2).sum()) == int((labels == 2).sum())
+    assert torch.equal(keep_largest(labels, []), labels)
+
+
+def test_the_choice_is_made_on_val_saved_and_applied_by_segment(segmentation_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(segmentation_run, run)
+    chosen = choose_postprocessing(run)
+    saved = json.loads((run / POSTPROCESSING_FILE).read_text())
+    assert saved["n"] == 32 and saved["checkpoint_sha256"] == chosen["checkpoint_sha256"]
+    scores = saved["val_dice"]["nodule"]
+    assert 0.0 <= scores["none"] <= 1.0 and 0.0 <= scores["largest_component"] <= 1.0
+    # adopted exactly when it raised the mean val Dice
+    assert ("nodule" in saved["largest_component"]) == (scores["largest_component"] > scores["none"])
+
+    # forced on: two nodule slices side by side give two lesions, of which one is left
+    (run / POSTPROCESSING_FILE).write_text(json.dumps({**saved, "largest_component": ["nodule"]}))
+    loaded = load_run(run)
+    assert largest_component_classes(run, loaded.class_names) == [1]
+    with_nodule = [c for c in nodule_cases("test", 16) if c["mask"].sum() > 0]
+    pair = torch.cat([with_nodule[0]["image"], with_nodule[1]["image"]], dim=-1)
+    img = make_image(pair.numpy(), spacing=(SPACING, SPACING), modality="CT")
+    plain = segment_image(loaded, img, postprocess=False)
+    post = segment_image(loaded, img)
+    assert ndimage.label(plain.labels[0].numpy() == 1)[1] >= 2  # the model finds both nodules
+    assert ndimage.label(post.labels[0].numpy() == 1)[1] == 1
+    assert len(post.lesions) == 1 < len(plain.lesions)
+    (run / POSTPROCESSING_FILE).write_text(json.dumps({**saved, "largest_component": ["nodule"],
+                                                       "checkpoint_sha256": "0" * 64}))
+    assert largest_component_classes(run, loaded.class_names) == []
