@@ -38,7 +38,7 @@ from medsight.errors import InputFileError, MedsightError
 log = logging.getLogger(__name__)
 
 CACHE_DIRNAME = ".medsight-cache"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: FitResized area-averages when shrinking
 RAM_LIMIT_BYTES = 512 * 2**20  # a split whose cached arrays fit stays in memory (compact dtype)
 PARALLEL_FROM = 24  # fewer missing cases: build in this process (worker start-up costs more)
 LOCATIONS_PER_CLASS = 10_000  # foreground voxels kept per case and class for patch centres

@@ -46,6 +46,7 @@ def preprocessing(cfg: TransformConfig, spatial_dims: int, channels: int | None 
         if cfg.resize == "fit":
             steps.append(FitResized(list(image_keys), list(mask_keys), cfg.spatial_size))
         else:
+            # MONAI's own (invertible: segment maps probabilities back through it)
             steps.append(Resized(list(image_keys), spatial_size=cfg.spatial_size, mode="bilinear",
                                  anti_aliasing=True))
             if mask_keys:
@@ -62,7 +63,11 @@ def preprocessing(cfg: TransformConfig, spatial_dims: int, channels: int | None 
 
 class FitResized(MapTransform):
     """Resize keeping the aspect ratio so the image fits ``spatial_size``, then pad (centred,
-    zeros) to exactly that size: nothing is stretched and nothing is cut off."""
+    zeros) to exactly that size: nothing is stretched and nothing is cut off.
+
+    Images shrunk on every axis are area-averaged (anti-aliased by construction, and ~30x
+    faster on a 1024² X-ray than Gaussian smoothing before bilinear sampling, which dominated
+    preprocessing); images enlarged on any axis are sampled bilinearly, masks nearest."""
 
     def __init__(self, image_keys: Sequence[str], mask_keys: Sequence[str], spatial_size: Sequence[int]):
         super().__init__([*image_keys, *mask_keys])
@@ -74,10 +79,10 @@ class FitResized(MapTransform):
         shape = d[self.keys[0]].shape[1:]
         scale = min(t / s for t, s in zip(self.size, shape))
         fitted = [min(t, max(1, round(s * scale))) for t, s in zip(self.size, shape)]
+        shrink = all(f <= s for f, s in zip(fitted, shape))
         for key in self.key_iterator(d):
-            mask = key in self.mask_keys
-            resize = Resize(fitted, mode="nearest" if mask else "bilinear", anti_aliasing=not mask)
-            d[key] = self.pad(resize(d[key]))
+            mode = "nearest" if key in self.mask_keys else "area" if shrink else "bilinear"
+            d[key] = self.pad(Resize(fitted, mode=mode)(d[key]))
         return d
 
 
