@@ -150,10 +150,20 @@ def predict(
              medsight predict runs/mr-fusion --cases cases.csv --out preds   (columns path,path_t2,age,sex)
     """
     from medsight.inference.batch import PREDICTIONS_FILE, predict_paths
+    from medsight.runtime.ensemble_folder import run_task
+    from medsight.tasks import DETECTION, require_command
 
     if bool(inputs) == (cases is not None):
         raise MedsightError("give images to predict, or --cases CSV (not both)")
-    if cases is not None:
+    kind = run_task(run)
+    require_command(kind, "predict", run)
+    if kind is DETECTION:
+        if cases is not None:
+            raise MedsightError(f"{run}: a detection run reads image files; give them instead of --cases")
+        from medsight.inference.detection import detect_paths
+
+        report = detect_paths(run, inputs, out, fail_fast=state["debug"])
+    elif cases is not None:
         from medsight.inference.cases import predict_cases
 
         report = predict_cases(run, cases, out, heatmaps=not no_heatmap, method=explain, fail_fast=state["debug"],
@@ -163,8 +173,7 @@ def predict(
                                fail_fast=state["debug"], tta=tta)
     if len(report.results) <= 20:
         for r in report.results:
-            review = "  needs review" if r.get("needs_review") else ""
-            typer.echo(f"{r['input']}: {r['label']} ({r['probabilities'][r['label']]:.3f}){review}")
+            typer.echo(_result_line(r))
     else:
         labels = ", ".join(f"{k} {v}" for k, v in sorted(summary_counts(report).items()))
         typer.echo(f"{len(report.results)} images: {labels}")
@@ -177,10 +186,20 @@ def predict(
         raise typer.Exit(2)
 
 
+def _result_line(r: dict) -> str:
+    """One input's prediction: its label (classification) or its boxes, best first (detection)."""
+    if "boxes" in r:
+        found = "".join(f"; {label} {score:.2f}" for label, score in list(zip(r["labels"], r["scores"]))[:3])
+        return f"{r['input']}: {len(r['boxes'])} box(es){found}"
+    review = "  needs review" if r.get("needs_review") else ""
+    return f"{r['input']}: {r['label']} ({r['probabilities'][r['label']]:.3f}){review}"
+
+
 def summary_counts(report) -> dict[str, int]:
+    """Inputs per predicted label (detection: per number of boxes found)."""
     from collections import Counter
 
-    return dict(Counter(r["label"] for r in report.results))
+    return dict(Counter(r["label"] if "label" in r else f"{len(r['boxes'])} box(es)" for r in report.results))
 
 
 @app.command()
@@ -344,7 +363,9 @@ app.add_typer(cache_app, name="cache")
 
 
 def _summary_line(metrics: dict) -> str:
-    if metrics.get("task") == "segmentation":
+    from medsight.tasks import SEGMENTATION, task_named
+
+    if task_named(metrics.get("task", "classification"), "metrics") is SEGMENTATION:
         parts = [f"Dice {name} {d['mean']:.3f} [{d['ci'][0]:.3f}, {d['ci'][1]:.3f}]"
                  for name, d in metrics["dice"].items() if d["mean"] is not None and d["ci"][0] is not None]
         score = (metrics.get("froc") or {}).get("score")

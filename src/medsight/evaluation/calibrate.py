@@ -30,6 +30,7 @@ from medsight.inference.engine import file_sha256
 from medsight.inference.load import LoadedRun, load_run
 from medsight.inference.uncertainty import normalised_entropy, review_threshold
 from medsight.runtime.checkpoint import BEST
+from medsight.runtime.ensemble_folder import run_task
 from medsight.utils.atomic import write_json
 
 log = logging.getLogger(__name__)
@@ -44,9 +45,10 @@ def calibrate_run(run_dir: str | Path, val: PreparedSplit | None = None, review_
     from the run's config. ``tta``: also fit the test-time-augmentation temperature and threshold.
     """
     run_dir = Path(run_dir)
+    kind = run_task(run_dir)
+    if not kind.calibrates:
+        raise ConfigError(f"{run_dir}: calibration applies to classification runs, not {kind.name}")
     loaded = load_run(run_dir)
-    if loaded.plan.get("task", "classification") != "classification":
-        raise ConfigError(f"{run_dir}: calibration applies to classification runs")
     fraction = review_fraction if review_fraction is not None else loaded.cfg.evaluation.review_fraction
     val = val if val is not None else val_split(loaded)
     y = val.labels

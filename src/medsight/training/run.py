@@ -29,6 +29,7 @@ from medsight.runtime.checkpoint import LAST
 from medsight.runtime.distributed import Distributed, from_environment, shutdown
 from medsight.runtime.ensemble_folder import write_ensemble
 from medsight.runtime.run_folder import CONFIG_FILE, PLAN_FILE, lock_run_folder, read_config
+from medsight.tasks import CLASSIFICATION, DETECTION, task_for_data
 from medsight.training.history import write_curves, write_history
 from medsight.training.trainer import EpochCallback, Setup, Trainer
 from medsight.utils.atomic import write_json
@@ -49,12 +50,11 @@ def _setups() -> dict[str, Callable[[RunConfig, Runtime], Setup]]:
             "detection": setup_detection, "fusion": setup_fusion}
 
 
-def task_of(cfg: RunConfig) -> str:
-    """The setup a run takes: box detection for VOC-layout data, image + table fusion for
-    manifests with clinical columns, else ``cfg.task``."""
-    if cfg.data.dataset == "voc":
-        return "detection"
-    return "fusion" if cfg.data.clinical else cfg.task  # images + table
+def setup_of(cfg: RunConfig) -> str:
+    """The setup a run takes: image + table fusion for manifests with clinical columns, else its
+    task kind's (``data.dataset: voc`` selects detection, see ``medsight.tasks``)."""
+    kind = task_for_data(cfg.data.dataset, cfg.task)
+    return "fusion" if cfg.data.clinical and kind is CLASSIFICATION else kind.name  # images + table
 
 
 def planned_overrides(data: str | Path | None, minutes: float | None = None) -> list[str]:
@@ -86,7 +86,7 @@ def train_run(cfg: RunConfig, out: Path | None = None, *, resume: bool = False,
     if cfg.data.cache_dir is None:  # beside the run folder: reruns, folds and ensembles share it
         cfg = cfg.model_copy(deep=True)
         cfg.data.cache_dir = run_dir.resolve().parent / CACHE_DIRNAME
-    if cfg.model.name is not None and task_of(cfg) != "detection":
+    if cfg.model.name is not None and setup_of(cfg) != DETECTION.name:
         model_spec(cfg.model.name)  # an unknown model fails before any data is read
     dist = from_environment()
     try:
@@ -107,7 +107,7 @@ def _train_locked(cfg: RunConfig, run_dir: Path, resume: bool, overwrite: bool,
                              cfg.train.threads or dist.threads(), device=dist.device())
     log.info("run folder %s; %s on %s, %d threads%s", run_dir, runtime.precision, runtime.device,
              runtime.threads, f", {dist.world_size} processes" if dist.enabled else "")
-    setup = _setups()[task_of(cfg)](cfg, runtime)
+    setup = _setups()[setup_of(cfg)](cfg, runtime)
     if resume:
         _check_same_config(run_dir, setup.cfg)
     if dist.is_main:
@@ -120,7 +120,7 @@ def _train_locked(cfg: RunConfig, run_dir: Path, resume: bool, overwrite: bool,
     if dist.is_main:
         write_history(run_dir, history)  # a kill between the last checkpoint and its log line
         write_curves(run_dir, history, setup.cfg.train.monitor)
-        if calibrate is not None and task_of(setup.cfg) in ("classification", "fusion"):
+        if calibrate is not None and task_for_data(setup.cfg.data.dataset, setup.cfg.task).calibrates:
             calibrate(run_dir, val=setup.task.val)  # temperature and review threshold on val
     dist.barrier()
 
