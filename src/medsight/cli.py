@@ -231,12 +231,13 @@ def calibrate(
     Example: medsight calibrate runs/demo --review-fraction 0.05
     """
     from medsight.evaluation.calibrate import calibrate_run
+    from medsight.runtime.run_folder import RunFolder
 
     c = calibrate_run(run, review_fraction=review_fraction)
     typer.echo(f"temperature {c['temperature']:.3f}: val ECE {c['ece_before']:.3f} -> {c['ece_after']:.3f}, "
                f"NLL {c['nll_before']:.3f} -> {c['nll_after']:.3f} (n = {c['n']}); "
                f"needs review above entropy {c['review_threshold']:.3f}")
-    typer.echo(f"wrote {run / 'calibration.json'}")
+    typer.echo(f"wrote {RunFolder(run).calibration}")
 
 
 @app.command()
@@ -289,9 +290,10 @@ def demo(
              medsight demo --task segmentation     (nodule masks, lesion tables, FROC)
     """
     from medsight.demo import run_demo
+    from medsight.runtime.run_folder import RunFolder
 
     run_dir = run_demo(out, epochs=epochs, task=task)
-    typer.echo(f"report: {run_dir / 'report.html'}")
+    typer.echo(f"report: {RunFolder(run_dir).report}")
 
 
 @app.command()

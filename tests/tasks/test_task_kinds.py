@@ -62,7 +62,7 @@ def _check_boxes(boxes, scores, labels, shape, names):
 def test_cli_api_and_service_agree_on_every_task_kind(trained, tmp_path):
     name, run, images = trained
     kind = task_of(json.loads((run / "plan.json").read_text()))
-    assert kind.name == name
+    assert kind.name == name and json.loads((run / "plan.json").read_text())["schema_version"] >= 1
     names = json.loads((run / "plan.json").read_text())["class_names"]
 
     # the command line: the kind's own predicting command; the other one refuses in one line

@@ -31,6 +31,7 @@ from medsight.inference.load import LoadedRun, load_run
 from medsight.inference.uncertainty import normalised_entropy, review_threshold
 from medsight.runtime.checkpoint import BEST
 from medsight.runtime.ensemble_folder import run_task
+from medsight.runtime.run_folder import checkpoint_path
 from medsight.utils.atomic import write_json
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ def calibrate_run(run_dir: str | Path, val: PreparedSplit | None = None, review_
     logits = loaded.view_logits(val.images, tta=tta)
     result = {"method": METHOD, "split": "val", "n": len(y), **_fit(logits[:1], y, fraction),
               "review_fraction": fraction, "engine": loaded.engine.name,
-              "checkpoint_sha256": file_sha256(run_dir / "checkpoints" / BEST)}
+              "checkpoint_sha256": file_sha256(checkpoint_path(run_dir, BEST))}
     if tta:
         result["tta"] = {"views": [v.name for v in loaded.views(True)], **_fit(logits, y, fraction)}
     write_json(run_dir / CALIBRATION_FILE, result)

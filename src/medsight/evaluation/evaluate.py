@@ -28,6 +28,7 @@ from medsight.evaluation.trust import trust_metrics
 from medsight.inference.calibration import calibrated_softmax
 from medsight.inference.load import load_run
 from medsight.runtime.ensemble_folder import run_task
+from medsight.runtime.run_folder import RunFolder
 from medsight.tasks import CLASSIFICATION, DETECTION, SEGMENTATION
 from medsight.utils.atomic import write_json
 
@@ -95,7 +96,7 @@ def _evaluate_classification(run: Path, split: str, data: Path | None, target_se
         thr = threshold_for_sensitivity(y_val, p_val[:, 1], target_sensitivity)
         source = f"val split, target sensitivity {target_sensitivity:g}"
         if save_decision:
-            write_json(Path(run) / "decision.json", {"threshold": thr, "target_sensitivity": target_sensitivity,
+            write_json(RunFolder(run).decision, {"threshold": thr, "target_sensitivity": target_sensitivity,
                                                      "chosen_on": "val", "temperature": loaded.temperature(),
                                                      "tta": tta})
     metrics = classification_metrics(y, probs, names, threshold=thr if binary else None,

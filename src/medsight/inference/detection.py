@@ -22,7 +22,7 @@ from medsight.models.detection import AnchorBoxes, build_detector
 from medsight.runtime import Runtime
 from medsight.runtime.checkpoint import BEST, load_checkpoint
 from medsight.runtime.detection import BoxSelection, Detections, predict_boxes
-from medsight.runtime.run_folder import read_run
+from medsight.runtime.run_folder import PLAN_FILE, checkpoint_path, read_run
 from medsight.tasks import DETECTION, task_of
 from medsight.transforms.boxes import normalise, resize_with_boxes
 from medsight.utils.atomic import write_json
@@ -101,12 +101,12 @@ def detect_paths(run_dir: str | Path, inputs: Sequence[Path], out_dir: Path, fai
 def load_detector(run_dir: str | Path, checkpoint: str = BEST) -> LoadedDetector:
     run_dir = Path(run_dir)
     cfg, plan = read_run(run_dir)
-    if task_of(plan, run_dir / "plan.json") is not DETECTION:
+    if task_of(plan, run_dir / PLAN_FILE) is not DETECTION:
         raise InputFileError(run_dir, f"not a box-detection run (task {plan.get('task', 'classification')!r})")
     runtime = Runtime.create(cfg.train.precision, cfg.train.channels_last, cfg.train.threads, 2)
     anchors = AnchorBoxes.from_description(plan["anchors"])
     model = build_detector(cfg.model.name, int(plan["in_channels"]), len(plan["class_names"]), anchors,
                            **cfg.model.options)
-    model.load_state_dict(load_checkpoint(run_dir / "checkpoints" / checkpoint)["model"])
+    model.load_state_dict(load_checkpoint(checkpoint_path(run_dir, checkpoint))["model"])
     model = runtime.model(model, 2).eval()
     return LoadedDetector(run_dir, cfg, plan, model, anchors, runtime, BoxSelection(**plan["box_selection"]))

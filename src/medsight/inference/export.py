@@ -34,6 +34,7 @@ from medsight.inference.load import load_run
 from medsight.runtime.checkpoint import BEST
 from medsight.runtime.engine import run_batches
 from medsight.runtime.ensemble_folder import run_task
+from medsight.runtime.run_folder import checkpoint_path
 from medsight.utils.atomic import atomic_path, write_json
 from medsight.utils.extras import require
 
@@ -77,7 +78,7 @@ def export_run(run_dir: str | Path, fmt: str = "onnx", quantize: str | None = No
                           opset_version=OPSET, dynamo=False)
     out = run_dir / ONNX_FILE
     meta = {"format": fmt, "file": ONNX_FILE, "opset": OPSET, "precision": quantize or "fp32",
-            "checkpoint": BEST, "checkpoint_sha256": file_sha256(run_dir / "checkpoints" / BEST),
+            "checkpoint": BEST, "checkpoint_sha256": file_sha256(checkpoint_path(run_dir, BEST)),
             "input_shape": ["batch", *shape]}
     with atomic_path(out) as tmp:
         tmp.write_bytes(buf.getvalue())

@@ -11,8 +11,8 @@ from monai.transforms import Compose
 from torch import nn
 
 from medsight.config import RunConfig
-from medsight.errors import ConfigError
 from medsight.data.prepared import PreparedSplit
+from medsight.errors import ConfigError
 from medsight.inference.calibration import Calibration, calibrated_softmax, read_calibration, rescale_threshold
 from medsight.inference.engine import OnnxEngine, exported_model
 from medsight.inference.ensemble import EnsembleEngine
@@ -24,7 +24,7 @@ from medsight.runtime import Runtime
 from medsight.runtime.checkpoint import BEST, load_checkpoint
 from medsight.runtime.engine import Engine, TorchEngine
 from medsight.runtime.ensemble_folder import is_ensemble, member_folders
-from medsight.runtime.run_folder import PLAN_FILE, read_run
+from medsight.runtime.run_folder import PLAN_FILE, RunFolder, checkpoint_path, read_run
 from medsight.tasks import DETECTION, TaskKind, task_of
 from medsight.transforms import preprocessing
 from medsight.transforms.clinical import ClinicalEncoder, with_clinical
@@ -94,7 +94,7 @@ class LoadedRun:
         A saved threshold is moved to the current calibration, so a later ``medsight calibrate``
         keeps every decision it made (see ``rescale_threshold``).
         """
-        decision = self.run_dir / "decision.json"
+        decision = RunFolder(self.run_dir).decision
         if decision.is_file():
             saved = json.loads(decision.read_text())
             return rescale_threshold(float(saved["threshold"]), float(saved.get("temperature", 1.0)),
@@ -148,7 +148,7 @@ def load_run(run_dir: str | Path, checkpoint: str = BEST, prefer_onnx: bool = Tr
     args = (cfg.model.name, plan["in_channels"], len(plan["class_names"]), plan["spatial_dims"])
     model = (fusion_model(*args, plan["fusion"]["table_features"], **cfg.model.options) if plan.get("fusion")
              else build_model(*args, **cfg.model.options))
-    checkpoint_file = run_dir / "checkpoints" / checkpoint
+    checkpoint_file = checkpoint_path(run_dir, checkpoint)
     state = load_checkpoint(checkpoint_file)
     model.load_state_dict(state["model"])
     model = runtime.model(model, plan["spatial_dims"]).eval()

@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Sequence
 
 from medsight.errors import ConfigError, InputFileError
-from medsight.runtime.run_folder import PLAN_FILE, read_run
+from medsight.runtime.run_folder import ENSEMBLE_FILE, PLAN_FILE, read_run
 from medsight.tasks import TaskKind, task_of
 from medsight.utils.atomic import write_json
 
-ENSEMBLE_FILE = "ensemble.json"
+__all__ = ["ENSEMBLE_FILE", "is_ensemble", "member_folders", "run_task", "write_ensemble"]
 
 
 def is_ensemble(folder: str | Path) -> bool:

@@ -28,11 +28,17 @@ from medsight.runtime import Runtime
 from medsight.runtime.checkpoint import LAST
 from medsight.runtime.distributed import Distributed, from_environment, shutdown
 from medsight.runtime.ensemble_folder import write_ensemble
-from medsight.runtime.run_folder import CONFIG_FILE, PLAN_FILE, lock_run_folder, read_config
+from medsight.runtime.run_folder import (
+    CONFIG_FILE,
+    RunFolder,
+    checkpoint_path,
+    lock_run_folder,
+    read_config,
+    write_plan,
+)
 from medsight.tasks import CLASSIFICATION, DETECTION, task_for_data
 from medsight.training.history import write_curves, write_history
 from medsight.training.trainer import EpochCallback, Setup, Trainer
-from medsight.utils.atomic import write_json
 
 log = logging.getLogger(__name__)
 # Fits RUN/calibration.json after training, called as calibrate(run_dir, val=the prepared val
@@ -112,8 +118,7 @@ def _train_locked(cfg: RunConfig, run_dir: Path, resume: bool, overwrite: bool,
         _check_same_config(run_dir, setup.cfg)
     if dist.is_main:
         save_config(setup.cfg, run_dir / CONFIG_FILE)  # the resolved config: repeatable as it is
-        write_json(run_dir / PLAN_FILE, {**setup.plan, "runtime": runtime.describe(),
-                                         "processes": dist.world_size})
+        write_plan(run_dir, {**setup.plan, "runtime": runtime.describe(), "processes": dist.world_size})
     trainer = Trainer(setup.model, setup.task, setup.cfg.train, run_dir, runtime, setup.cfg.model.spatial_dims,
                       callbacks, dist)
     history = trainer.fit(resume=resume)
@@ -141,7 +146,7 @@ def train_folds(cfg: RunConfig, out: Path | None, folds: int, *, resume: bool = 
             fold_cfg.train.time_budget_minutes = cfg.train.time_budget_minutes / folds
         run_dir = out / f"fold{k}"
         log.info("fold %d of %d -> %s", k + 1, folds, run_dir)
-        members.append(train_run(fold_cfg, run_dir, resume=resume and (run_dir / "checkpoints" / LAST).is_file(),
+        members.append(train_run(fold_cfg, run_dir, resume=resume and checkpoint_path(run_dir, LAST).is_file(),
                                  calibrate=calibrate))
     return write_ensemble(out, members)
 
@@ -156,7 +161,7 @@ def _check_same_config(run_dir: Path, resolved: RunConfig) -> None:
 
 
 def _check_run_dir(run_dir: Path, cfg: RunConfig, resume: bool, overwrite: bool) -> None:
-    last = run_dir / "checkpoints" / LAST
+    last = checkpoint_path(run_dir, LAST)
     if resume:
         if not last.is_file():
             raise ConfigError(f"{run_dir}: nothing to resume (no checkpoints/{LAST})")
@@ -164,5 +169,5 @@ def _check_run_dir(run_dir: Path, cfg: RunConfig, resume: bool, overwrite: bool)
     if last.is_file() and not overwrite:
         raise ConfigError(f"{run_dir}: already holds a run; use --resume to continue it or another --out")
     if overwrite:
-        for stale in (run_dir / "checkpoints").glob("*.pt"):
+        for stale in RunFolder(run_dir).checkpoints.glob("*.pt"):
             stale.unlink()
