@@ -26,8 +26,8 @@ from medsight.inference.overlay import matching_slice
 from medsight.inference.predict import predict_image
 from medsight.inference.segment import segment_image
 from medsight.inference.tasks import load_for_inference
-from medsight.service.errors import ApiError
 from medsight.runtime.ensemble_folder import run_task
+from medsight.service.errors import ApiError
 from medsight.service.payload import display_image, heatmap_layer, lesion_rows, mask_layer
 from medsight.tasks import CLASSIFICATION, DETECTION, SEGMENTATION, TaskKind, require_command
 
