@@ -40,6 +40,10 @@ ENSEMBLE_FILE = "ensemble.json"
 PLAN_SCHEMA_VERSION = 1
 
 
+def _file(name: str) -> property:
+    return property(lambda self: self.path / name, doc=f"``RUN/{name}``")
+
+
 @dataclass(frozen=True)
 class RunFolder:
     """Typed paths of one run folder: ``RunFolder(path).plan`` instead of ``path / "plan.json"``."""
@@ -49,19 +53,19 @@ class RunFolder:
     def __init__(self, path: str | Path):
         object.__setattr__(self, "path", Path(path))
 
-    config = property(lambda self: self.path / CONFIG_FILE)
-    plan = property(lambda self: self.path / PLAN_FILE)
-    metrics = property(lambda self: self.path / METRICS_FILE)
-    report = property(lambda self: self.path / REPORT_FILE)
-    decision = property(lambda self: self.path / DECISION_FILE)
-    calibration = property(lambda self: self.path / CALIBRATION_FILE)
-    history = property(lambda self: self.path / HISTORY_FILE)
-    curves = property(lambda self: self.path / CURVES_FILE)
-    onnx = property(lambda self: self.path / ONNX_FILE)
-    export = property(lambda self: self.path / EXPORT_FILE)
-    ensemble = property(lambda self: self.path / ENSEMBLE_FILE)
-    lock = property(lambda self: self.path / LOCK_FILE)
-    checkpoints = property(lambda self: self.path / CHECKPOINTS_DIR)
+    config = _file(CONFIG_FILE)
+    plan = _file(PLAN_FILE)
+    metrics = _file(METRICS_FILE)
+    report = _file(REPORT_FILE)
+    decision = _file(DECISION_FILE)
+    calibration = _file(CALIBRATION_FILE)
+    history = _file(HISTORY_FILE)
+    curves = _file(CURVES_FILE)
+    onnx = _file(ONNX_FILE)
+    export = _file(EXPORT_FILE)
+    ensemble = _file(ENSEMBLE_FILE)
+    lock = _file(LOCK_FILE)
+    checkpoints = _file(CHECKPOINTS_DIR)
 
     def checkpoint(self, name: str = BEST) -> Path:
         return self.path / CHECKPOINTS_DIR / name
