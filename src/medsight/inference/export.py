@@ -57,12 +57,12 @@ def export_run(run_dir: str | Path, fmt: str = "onnx", quantize: str | None = No
         raise ConfigError(f"unknown export format {fmt!r}; choose {', '.join(FORMATS)}")
     if quantize not in QUANTIZE:
         raise ConfigError(f"unknown quantisation {quantize!r}; choose int8 (or none)")
+    require("onnx", "onnxruntime", extra="onnx", feature="medsight export")
     run_dir = Path(run_dir)
     kind = run_task(run_dir)
     if not kind.exports:  # RetinaNet's per-level head maps are not wired to an ONNX engine (yet)
         raise ConfigError(f"{run_dir}: {kind.name} export is not supported; predict, evaluate and serve run "
                           f"{kind.name} models in PyTorch")
-    require("onnx", "onnxruntime", extra="onnx", feature="medsight export")
     run = load_run(run_dir, prefer_onnx=False)
     if run.clinical is not None:  # two inputs (images + table): not wired through export and engines yet
         raise ConfigError(f"{run_dir}: export of runs fused with clinical columns is not supported yet; "
