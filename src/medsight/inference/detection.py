@@ -44,6 +44,11 @@ class LoadedDetector:
     def class_names(self) -> list[str]:
         return list(self.plan["class_names"])
 
+    @property
+    def image_columns(self) -> list[str]:
+        """One picture per case (the same attribute as a ``LoadedRun``'s)."""
+        return ["path"]
+
     def detect(self, images: Sequence[torch.Tensor], batch_size: int = 8) -> list[Detections]:
         """Detections for uint8 images ``(3, rows, cols)`` at their own size, in their own pixels."""
         scale = float(self.plan["scale"])

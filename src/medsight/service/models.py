@@ -2,7 +2,7 @@
 
 Each entry answers ``predict(image, options) -> dict`` (the JSON body of ``POST /v1/predict``)
 through the same library function the command line uses. A run's ``plan.json`` says its task
-kind (``medsight.tasks``); ``SERVED`` gives each kind its loader, responder and description
+kind (``medsight.tasks``); ``SERVED`` gives each kind its responder and description
 (classification: label, probabilities, heatmap; segmentation: mask layer and lesion table;
 detection: boxes, scores and class names in the image's pixels).
 """
@@ -151,12 +151,12 @@ def detector_info(run: LoadedDetector, task: str) -> dict[str, Any]:
     """``GET /v1/models`` for a detector: 2D 8-bit grey or RGB pictures at any size."""
     return {"task": task, "class_names": run.class_names, "spatial_dims": 2, "input_shape": [],
             "in_channels": 3, "threshold": None, "explain_methods": [], "model": run.cfg.model.name,
-            "image_columns": ["path"], "clinical": []}
+            "image_columns": run.image_columns, "clinical": []}
 
 
 @dataclass(frozen=True)
 class ServedTask:
-    """How the service loads, answers for and describes one task kind's runs."""
+    """How the service answers for and describes one task kind's runs (``load_for_inference`` loads them)."""
 
     responder: Callable[[Any, threading.Lock], Responder]
     info: Callable[[Any, str], dict[str, Any]]
@@ -175,7 +175,7 @@ def serve_run(run_dir: Path, name: str | None = None) -> ServedModel:
     require_command(kind, "serve", run_dir)
     served = SERVED[kind.name]
     run = load_for_inference(run_dir)
-    if len(getattr(run, "image_columns", ["path"])) > 1:
+    if len(run.image_columns) > 1:
         raise ConfigError(f"{run_dir}: the model reads {len(run.image_columns)} images per case; the service "
                           "takes one image per request (use `medsight predict RUN --cases cases.csv`)")
     lock = threading.Lock()
