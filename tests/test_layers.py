@@ -2,7 +2,7 @@
 
 Lowest first (README, "Layers"):
 
-    0  io, utils, errors, privacy, config, metrics, store, and medsight/__init__ (it only holds the version)
+    0  io, utils, errors, privacy, config, metrics, store, tasks (the task kinds), and medsight/__init__ (it only holds the version)
     1  data, transforms
     2  models, planning
     3  runtime
@@ -29,7 +29,7 @@ ROOT = "medsight"
 SRC = Path(__file__).resolve().parents[1] / "src" / ROOT
 
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("", "io", "utils", "errors", "privacy", "config", "metrics", "store"),  # "": medsight/__init__.py (the version)
+    ("", "io", "utils", "errors", "privacy", "config", "metrics", "store", "tasks"),  # "": medsight/__init__.py (the version)
     ("data", "transforms"),
     ("models", "planning"),
     ("runtime",),

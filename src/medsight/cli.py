@@ -154,14 +154,25 @@ def predict(
              medsight predict runs/demo scans/ --db sqlite:///var/medsight/audit.db   (audit trail)
     """
     from medsight.inference.batch import PREDICTIONS_FILE, predict_paths
+    from medsight.runtime.ensemble_folder import run_task
     from medsight.store import open_database
+    from medsight.tasks import DETECTION, require_command
 
     if bool(inputs) == (cases is not None):
         raise MedsightError("give images to predict, or --cases CSV (not both)")
-    if db is not None and cases is not None:
-        raise MedsightError("--db audits images given one by one; --cases is not audited yet")
+    kind = run_task(run)
+    require_command(kind, "predict", run)
+    if db is not None and (cases is not None or kind is DETECTION):
+        raise MedsightError("--db audits classifier predictions of images; --cases and detection runs are not "
+                            "audited yet")
     audit_db = open_database(db) if db is not None else None
-    if cases is not None:
+    if kind is DETECTION:
+        if cases is not None:
+            raise MedsightError(f"{run}: a detection run reads image files; give them instead of --cases")
+        from medsight.inference.detection import detect_paths
+
+        report = detect_paths(run, inputs, out, fail_fast=state["debug"])
+    elif cases is not None:
         from medsight.inference.cases import predict_cases
 
         report = predict_cases(run, cases, out, heatmaps=not no_heatmap, method=explain, fail_fast=state["debug"],
@@ -171,8 +182,7 @@ def predict(
                                fail_fast=state["debug"], tta=tta, audit_db=audit_db)
     if len(report.results) <= 20:
         for r in report.results:
-            review = "  needs review" if r.get("needs_review") else ""
-            typer.echo(f"{r['input']}: {r['label']} ({r['probabilities'][r['label']]:.3f}){review}")
+            typer.echo(_result_line(r))
     else:
         labels = ", ".join(f"{k} {v}" for k, v in sorted(summary_counts(report).items()))
         typer.echo(f"{len(report.results)} images: {labels}")
@@ -185,10 +195,20 @@ def predict(
         raise typer.Exit(2)
 
 
+def _result_line(r: dict) -> str:
+    """One input's prediction: its label (classification) or its boxes, best first (detection)."""
+    if "boxes" in r:
+        found = "".join(f"; {label} {score:.2f}" for label, score in list(zip(r["labels"], r["scores"]))[:3])
+        return f"{r['input']}: {len(r['boxes'])} box(es){found}"
+    review = "  needs review" if r.get("needs_review") else ""
+    return f"{r['input']}: {r['label']} ({r['probabilities'][r['label']]:.3f}){review}"
+
+
 def summary_counts(report) -> dict[str, int]:
+    """Inputs per predicted label (detection: per number of boxes found)."""
     from collections import Counter
 
-    return dict(Counter(r["label"] for r in report.results))
+    return dict(Counter(r["label"] if "label" in r else f"{len(r['boxes'])} box(es)" for r in report.results))
 
 
 @app.command()
@@ -221,9 +241,11 @@ def calibrate(
     Example: medsight calibrate runs/demo --review-fraction 0.05
     """
     from medsight.evaluation.calibrate import calibrate_run
-    from medsight.runtime.run_folder import read_run
+    from medsight.runtime.ensemble_folder import run_task
+    from medsight.runtime.run_folder import RunFolder
+    from medsight.tasks import SEGMENTATION
 
-    if read_run(run)[1].get("task") == "segmentation":
+    if run_task(run) is SEGMENTATION:
         from medsight.evaluation.postprocessing import choose_postprocessing
 
         p = choose_postprocessing(run)
@@ -235,7 +257,7 @@ def calibrate(
     typer.echo(f"temperature {c['temperature']:.3f}: val ECE {c['ece_before']:.3f} -> {c['ece_after']:.3f}, "
                f"NLL {c['nll_before']:.3f} -> {c['nll_after']:.3f} (n = {c['n']}); "
                f"needs review above entropy {c['review_threshold']:.3f}")
-    typer.echo(f"wrote {run / 'calibration.json'}")
+    typer.echo(f"wrote {RunFolder(run).calibration}")
 
 
 @app.command()
@@ -288,9 +310,10 @@ def demo(
              medsight demo --task segmentation     (nodule masks, lesion tables, FROC)
     """
     from medsight.demo import run_demo
+    from medsight.runtime.run_folder import RunFolder
 
     run_dir = run_demo(out, epochs=epochs, task=task)
-    typer.echo(f"report: {run_dir / 'report.html'}")
+    typer.echo(f"report: {RunFolder(run_dir).report}")
 
 
 @app.command()
@@ -366,7 +389,9 @@ app.add_typer(audit_app, name="audit")
 
 
 def _summary_line(metrics: dict) -> str:
-    if metrics.get("task") == "segmentation":
+    from medsight.tasks import SEGMENTATION, task_named
+
+    if task_named(metrics.get("task", "classification"), "metrics") is SEGMENTATION:
         parts = [f"Dice {name} {d['mean']:.3f} [{d['ci'][0]:.3f}, {d['ci'][1]:.3f}]"
                  for name, d in metrics["dice"].items() if d["mean"] is not None and d["ci"][0] is not None]
         score = (metrics.get("froc") or {}).get("score")

@@ -84,7 +84,10 @@ def pacs_run(
     """
     from medsight.inference.load import load_run
     from medsight.pacs.run import run_study
+    from medsight.runtime.ensemble_folder import run_task
+    from medsight.tasks import require_command
 
+    require_command(run_task(run), "pacs run", run)  # before any connection: a wrong run is one clear line
     client = _pacs_client(url, user, password, password_file)
     loaded = load_run(run)
     for r in run_study(client, loaded, study, model_name=run.name, series_uid=series,

@@ -212,7 +212,8 @@ class DetectionConfig(_Strict):
 
 class RunConfig(_Strict):
     name: str = "run"
-    task: Literal["classification", "segmentation"] = "classification"
+    # the task kinds of medsight.tasks; a VOC folder holds boxes, so data.dataset=voc selects detection
+    task: Literal["classification", "segmentation", "detection"] = "classification"
     data: DataConfig = DataConfig()
     transforms: TransformConfig = TransformConfig()
     model: ModelConfig = ModelConfig()
@@ -220,6 +221,15 @@ class RunConfig(_Strict):
     segmentation: SegmentationConfig = SegmentationConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     detection: DetectionConfig = DetectionConfig()
+
+    @model_validator(mode="after")
+    def _task_matches_data(self) -> "RunConfig":
+        if self.data.dataset == "voc" and self.task != "detection":
+            object.__setattr__(self, "task", "detection")  # the data set decides (configs written before)
+        elif self.task == "detection" and self.data.dataset != "voc":
+            raise ValueError(f"task detection reads box annotations: set data.dataset=voc "
+                             f"(not {self.data.dataset!r})")
+        return self
 
 
 def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> RunConfig:

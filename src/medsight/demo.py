@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from importlib import resources
 from pathlib import Path
+from typing import Any, Callable
 
 from medsight.config import load_config
 from medsight.data.synthetic import synthetic_sample
@@ -20,31 +21,32 @@ from medsight.evaluation.run_report import write_run_report
 from medsight.inference.batch import predict_paths
 from medsight.io.dicom_write import write_ct_slice
 from medsight.io.image import spacing_of
+from medsight.tasks import CLASSIFICATION, SEGMENTATION
 from medsight.training.run import train_run
 
 log = logging.getLogger(__name__)
 N_EXAMPLES = 6
 
 
-TASKS = ("classification", "segmentation")
-
-
-def demo_config_path(task: str = "classification") -> Path:
-    name = "demo.yaml" if task == "classification" else "demo-segmentation.yaml"
-    return Path(str(resources.files("medsight") / "resources" / name))
+def demo_config_path(task: str = CLASSIFICATION.name) -> Path:
+    if task not in DEMOS:
+        raise ConfigError(f"unknown demo task {task!r}; choose {' or '.join(DEMOS)}")
+    return Path(str(resources.files("medsight") / "resources" / DEMOS[task][0]))
 
 
 def run_demo(out: Path, epochs: int | None = None, overrides: list[str] | None = None,
-             task: str = "classification") -> Path:
+             task: str = CLASSIFICATION.name) -> Path:
     """Run the demo into ``out``; the run folder is ``out/run``."""
-    if task not in TASKS:
-        raise ConfigError(f"unknown demo task {task!r}; choose {' or '.join(TASKS)}")
+    config = demo_config_path(task)
     out = Path(out)
     overrides = list(overrides or []) + ([f"train.epochs={epochs}"] if epochs else [])
-    cfg = load_config(demo_config_path(task), overrides)
+    cfg = load_config(config, overrides)
     run_dir = train_run(cfg, out / "run", overwrite=True, calibrate=fit_on_val)
-    if task == "segmentation":
-        return _segmentation_demo(out, run_dir, cfg)
+    return DEMOS[task][1](out, run_dir, cfg)
+
+
+def _classification_demo(out: Path, run_dir: Path, cfg) -> Path:
+    """Evaluate (AUC with CIs, calibration), then diagnose held-out DICOM slices into the report."""
     evaluate_run(run_dir, split="test")
     examples = write_examples(out / "examples", cfg.data.synthetic.seed, cfg.data.synthetic.size)
     predictions = predict_paths(run_dir, examples, out / "predictions").results
@@ -61,6 +63,14 @@ def _segmentation_demo(out: Path, run_dir: Path, cfg) -> Path:
     examples = write_examples(out / "examples", cfg.data.synthetic.seed, cfg.data.synthetic.size)
     segment_paths(run_dir, examples, out / "segmentations")
     return run_dir
+
+
+# the task kinds with a demo (medsight.tasks): their config and what follows training
+DEMOS: dict[str, tuple[str, Callable[[Path, Path, Any], Path]]] = {
+    CLASSIFICATION.name: ("demo.yaml", _classification_demo),
+    SEGMENTATION.name: ("demo-segmentation.yaml", _segmentation_demo),
+}
+TASKS = tuple(DEMOS)
 
 
 def write_examples(folder: Path, seed: int, size: int) -> list[Path]:

@@ -10,11 +10,12 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from medsight.api import display
+from medsight.tasks import CLASSIFICATION, DETECTION, SEGMENTATION, task_named
 
 
 def jsonable(value: Any) -> Any:
@@ -180,19 +181,32 @@ class Evaluation(_Result):
     def from_metrics(cls, raw: dict[str, Any], task: str, written: str | None = None) -> "Evaluation":
         """From the dict ``evaluate_run`` returns for a run of ``task``."""
         raw = jsonable({k: v for k, v in raw.items() if k != "curves"})  # detection: PR curves
-        metrics: dict[str, Metric] = {}
-        if task == "segmentation":
-            metrics["mean_dice"] = _metric(raw["mean_dice"]["mean"], raw["mean_dice"].get("ci"))
-            for name, d in raw["dice"].items():
-                metrics[f"dice[{name}]"] = _metric(d["mean"], d.get("ci"))
-            metrics["froc_score"] = _metric((raw.get("froc") or {}).get("score"))
-        elif task == "detection":
-            metrics["map"] = _metric(raw.get("map"))
-            metrics.update({f"ap[{name}]": _metric(v) for name, v in raw.get("ap", {}).items()})
-        else:
-            metrics.update({name: _metric(raw.get(name), ci) for name, ci in raw.get("ci", {}).items()})
+        metrics = _HEADLINES[task_named(task).name](raw)
         n = raw.get("n", raw.get("n_images"))
         return cls(task, str(raw.get("split", "")), n, metrics, raw, written)
+
+
+def _classification_metrics(raw: dict[str, Any]) -> dict[str, Metric]:
+    return {name: _metric(raw.get(name), ci) for name, ci in raw.get("ci", {}).items()}
+
+
+def _segmentation_metrics(raw: dict[str, Any]) -> dict[str, Metric]:
+    metrics = {"mean_dice": _metric(raw["mean_dice"]["mean"], raw["mean_dice"].get("ci"))}
+    metrics.update({f"dice[{name}]": _metric(d["mean"], d.get("ci")) for name, d in raw["dice"].items()})
+    metrics["froc_score"] = _metric((raw.get("froc") or {}).get("score"))
+    return metrics
+
+
+def _detection_metrics(raw: dict[str, Any]) -> dict[str, Metric]:
+    return {"map": _metric(raw.get("map")), **{f"ap[{name}]": _metric(v) for name, v in raw.get("ap", {}).items()}}
+
+
+# each task kind's headline metrics (medsight.tasks), from the dict evaluate_run returns
+_HEADLINES: dict[str, Callable[[dict[str, Any]], dict[str, Metric]]] = {
+    CLASSIFICATION.name: _classification_metrics,
+    SEGMENTATION.name: _segmentation_metrics,
+    DETECTION.name: _detection_metrics,
+}
 
 
 def _metric(value: Any, ci: Any = None) -> Metric:

@@ -21,6 +21,7 @@ from medsight.config import RunConfig, apply_override, config_from_dict, load_co
 from medsight.errors import ConfigError, InputFileError, MedsightError
 from medsight.inference.predict import expand_inputs
 from medsight.io.validate import as_image
+from medsight.tasks import DETECTION, SEGMENTATION
 
 log = logging.getLogger(__name__)
 
@@ -68,22 +69,14 @@ class Run:
     """
 
     def __init__(self, path: str | Path):
-        from medsight.runtime.ensemble_folder import is_ensemble
-        from medsight.runtime.run_folder import read_run
+        from medsight.runtime.ensemble_folder import run_task
 
         self.path = Path(path)
-        plan = None if is_ensemble(self.path) else read_run(self.path)[1]
-        if plan is not None and plan.get("task") == "detection":
-            from medsight.inference.detection import load_detector
+        self.kind = run_task(self.path)  # medsight.tasks: what this run can do
+        self.task = self.kind.name
+        from medsight.inference.tasks import load_for_inference
 
-            self._model: Any = load_detector(self.path)
-        else:
-            from medsight.inference.load import load_run
-
-            self._model = load_run(self.path)
-        self.task = str(self._model.plan.get("task", "classification"))
-        if self.task == "fusion":
-            self.task = "classification"
+        self._model: Any = load_for_inference(self.path)
 
     cfg = property(lambda self: self._model.cfg, doc="The run's resolved configuration.")
     plan = property(lambda self: self._model.plan, doc="What training derived from the data (plan.json).")
@@ -109,11 +102,11 @@ class Run:
             return [r for item in image for r in _as_list(self.predict(item, heatmap=heatmap, method=method,
                                                                             tta=tta, clinical=clinical))]
         if isinstance(image, (str, Path)):
-            spatial_dims = 2 if self.task == "detection" else self._model.spatial_dims
+            spatial_dims = 2 if self.kind.pictures_only else self._model.spatial_dims
             paths = expand_inputs([Path(image)], spatial_dims)
             results = [self._predict_path(p, heatmap, method, tta, clinical) for p in paths]
             return results if Path(image).is_dir() and spatial_dims == 2 else results[0]
-        if self.task == "detection":
+        if self.kind.pictures_only:
             raise MedsightError("a detection run reads image files (8-bit grey or RGB); give a path")
         image = as_image(image)
         if image.ndim - 1 != self._model.spatial_dims:
@@ -123,7 +116,7 @@ class Run:
 
     def _predict_path(self, path: Path, heatmap: bool, method: str, tta: bool | None,
                       clinical: Mapping[str, str] | None) -> Result:
-        if self.task == "detection":
+        if self.kind is DETECTION:
             return self._detect(path)
         from medsight.io.read import read_image
 
@@ -131,7 +124,7 @@ class Run:
 
     def _predict_image(self, image: MetaTensor, source: str, heatmap: bool, method: str, tta: bool | None,
                        clinical: Mapping[str, str] | None) -> Result:
-        if self.task == "segmentation":
+        if self.kind is SEGMENTATION:
             from medsight.inference.segment import segment_image
 
             seg = segment_image(self._model, image, tta)
@@ -147,11 +140,9 @@ class Run:
                           record["threshold"], source, heat, x, record)
 
     def _detect(self, path: Path) -> DetectionResult:
-        from medsight.data.voc import DetectionItem, load_detection_image
+        from medsight.inference.detection import read_picture
 
-        empty = np.zeros((0, 4), np.float32)
-        pixels = load_detection_image(DetectionItem(path.stem, path, path, empty, np.zeros(0, np.int64),
-                                                    np.zeros(0, bool)))
+        pixels = read_picture(path)
         found = self._model.detect([pixels])[0]
         names = self.class_names
         return DetectionResult(found["boxes"].numpy(), found["scores"].numpy(),

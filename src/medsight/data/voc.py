@@ -139,19 +139,26 @@ def load_detection_image(item: DetectionItem) -> torch.Tensor:
     The annotation's ``<size>`` must match the image: boxes drawn on another picture are useless.
     """
     image = read_image(item.image)
+    if image.ndim == 3:
+        rows, cols = image.shape[1:]
+        if item.size is not None and item.size != (cols, rows):
+            raise InputFileError(item.annotation, f"<size> {item.size[0]}x{item.size[1]} does not match the image "
+                                                  f"{item.image} ({cols}x{rows})")
+    return detection_pixels(image.as_tensor(), item.image)
+
+
+def detection_pixels(image: torch.Tensor, source: str | Path) -> torch.Tensor:
+    """An image as read (channel first) as the uint8 ``(3, rows, cols)`` a detector reads, or one
+    error line naming ``source`` (not 2D, not grey or RGB, not 8-bit)."""
     if image.ndim != 3:
-        raise InputFileError(item.image, f"expected a 2D image for box detection, got shape {tuple(image.shape)}")
-    rows, cols = image.shape[1:]
-    if item.size is not None and item.size != (cols, rows):
-        raise InputFileError(item.annotation, f"<size> {item.size[0]}x{item.size[1]} does not match the image "
-                                              f"{item.image} ({cols}x{rows})")
-    pixels = image.as_tensor()
+        raise InputFileError(source, f"expected a 2D image for box detection, got shape {tuple(image.shape)}")
+    pixels = torch.as_tensor(image)
     if pixels.shape[0] == 1:
         pixels = pixels.expand(3, -1, -1)
     elif pixels.shape[0] != 3:
-        raise InputFileError(item.image, f"{pixels.shape[0]} channels; box detection reads grey or RGB images")
-    if float(pixels.max()) > 255:
-        raise InputFileError(item.image, "not an 8-bit image; box detection reads 8-bit photographs")
+        raise InputFileError(source, f"{pixels.shape[0]} channels; box detection reads grey or RGB images")
+    if float(pixels.max()) > 255 or float(pixels.min()) < 0:
+        raise InputFileError(source, "not an 8-bit image; box detection reads 8-bit photographs")
     return pixels.round().clamp(0, 255).to(torch.uint8).contiguous()
 
 

@@ -30,7 +30,9 @@ from medsight.inference.engine import file_sha256
 from medsight.inference.load import LoadedRun, load_run
 from medsight.inference.uncertainty import normalised_entropy, review_threshold
 from medsight.runtime.checkpoint import BEST
-from medsight.runtime.run_folder import read_run
+from medsight.runtime.ensemble_folder import run_task
+from medsight.runtime.run_folder import checkpoint_path
+from medsight.tasks import CLASSIFICATION, SEGMENTATION
 from medsight.utils.atomic import write_json
 
 log = logging.getLogger(__name__)
@@ -40,7 +42,7 @@ METHOD = "temperature scaling (Guo et al. 2017): T minimising the NLL of softmax
 def fit_on_val(run_dir: str | Path, val: PreparedSplit | None = None) -> dict:
     """What a run fits on its val split once trained: temperature and review threshold
     (classification), or post-processing (segmentation, :mod:`.postprocessing`)."""
-    if read_run(run_dir)[1].get("task") == "segmentation":
+    if run_task(Path(run_dir)) is SEGMENTATION:
         from medsight.evaluation.postprocessing import choose_postprocessing
 
         return choose_postprocessing(run_dir)
@@ -55,9 +57,10 @@ def calibrate_run(run_dir: str | Path, val: PreparedSplit | None = None, review_
     from the run's config. ``tta``: also fit the test-time-augmentation temperature and threshold.
     """
     run_dir = Path(run_dir)
+    kind = run_task(run_dir)
+    if kind is not CLASSIFICATION:
+        raise ConfigError(f"{run_dir}: calibration applies to classification runs, not {kind.name}")
     loaded = load_run(run_dir)
-    if loaded.plan.get("task", "classification") != "classification":
-        raise ConfigError(f"{run_dir}: calibration applies to classification runs")
     fraction = review_fraction if review_fraction is not None else loaded.cfg.evaluation.review_fraction
     val = val if val is not None else val_split(loaded)
     y = val.labels
@@ -65,7 +68,7 @@ def calibrate_run(run_dir: str | Path, val: PreparedSplit | None = None, review_
     logits = loaded.view_logits(val.images, tta=tta)
     result = {"method": METHOD, "split": "val", "n": len(y), **_fit(logits[:1], y, fraction),
               "review_fraction": fraction, "engine": loaded.engine.name,
-              "checkpoint_sha256": file_sha256(run_dir / "checkpoints" / BEST)}
+              "checkpoint_sha256": file_sha256(checkpoint_path(run_dir, BEST))}
     if tta:
         result["tta"] = {"views": [v.name for v in loaded.views(True)], **_fit(logits, y, fraction)}
     write_json(run_dir / CALIBRATION_FILE, result)

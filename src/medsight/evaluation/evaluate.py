@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -26,8 +27,9 @@ from medsight.evaluation.run_report import write_run_report
 from medsight.evaluation.trust import trust_metrics
 from medsight.inference.calibration import calibrated_softmax
 from medsight.inference.load import load_run
-from medsight.runtime.ensemble_folder import is_ensemble
-from medsight.runtime.run_folder import read_run
+from medsight.runtime.ensemble_folder import run_task
+from medsight.runtime.run_folder import RunFolder
+from medsight.tasks import CLASSIFICATION, DETECTION, SEGMENTATION
 from medsight.utils.atomic import write_json
 
 log = logging.getLogger(__name__)
@@ -40,17 +42,26 @@ def evaluate_run(run: Path, split: str = "test", data: Path | None = None,
 
     A threshold chosen for ``target_sensitivity`` is saved as the run's ``decision.json``
     unless ``save_decision`` is False."""
-    if not is_ensemble(run) and read_run(run)[1].get("task") == "detection":
-        from medsight.evaluation.detection_run import evaluate_detection
-
-        return evaluate_detection(run, split, data, out_dir)
-    loaded = load_run(run)
-    if loaded.plan.get("task") == "segmentation":
-        from medsight.evaluation.evaluate_segmentation import evaluate_segmentation
-
+    kind = run_task(run)
+    if kind is not CLASSIFICATION:
         if target_sensitivity is not None or threshold is not None or tta:
             raise ConfigError("--target-sensitivity, --threshold and --tta apply to classification runs")
-        return evaluate_segmentation(run, split=split, data=data, out_dir=out_dir)
+        return _other_tasks()[kind.name](run, split, data, out_dir)
+    return _evaluate_classification(run, split, data, target_sensitivity, threshold, out_dir, tta, save_decision)
+
+
+def _other_tasks() -> dict[str, Callable[..., dict]]:
+    """The evaluation of each task kind but classification (imported when used: each pulls its own
+    metrics and plots), as ``(run, split, data, out_dir) -> metrics``."""
+    from medsight.evaluation.detection_run import evaluate_detection
+    from medsight.evaluation.evaluate_segmentation import evaluate_segmentation
+
+    return {SEGMENTATION.name: evaluate_segmentation, DETECTION.name: evaluate_detection}
+
+
+def _evaluate_classification(run: Path, split: str, data: Path | None, target_sensitivity: float | None,
+                             threshold: float | None, out_dir: Path | None, tta: bool, save_decision: bool) -> dict:
+    loaded = load_run(run)
     cfg = loaded.inference_config()
     if data is not None:
         cfg.data = cfg.data.model_copy(update={"dataset": dataset_kind(Path(data)), "path": Path(data)})
@@ -85,7 +96,7 @@ def evaluate_run(run: Path, split: str = "test", data: Path | None = None,
         thr = threshold_for_sensitivity(y_val, p_val[:, 1], target_sensitivity)
         source = f"val split, target sensitivity {target_sensitivity:g}"
         if save_decision:
-            write_json(Path(run) / "decision.json", {"threshold": thr, "target_sensitivity": target_sensitivity,
+            write_json(RunFolder(run).decision, {"threshold": thr, "target_sensitivity": target_sensitivity,
                                                      "chosen_on": "val", "temperature": loaded.temperature(),
                                                      "tta": tta})
     metrics = classification_metrics(y, probs, names, threshold=thr if binary else None,

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
+from medsight.runtime.run_folder import METRICS_FILE
 from medsight.utils.atomic import write_text
 
-METRICS_FILE = "metrics.json"
+__all__ = ["METRICS_FILE", "read_cases", "write_cases"]
 
 
 def write_cases(path: Path, ids: list[str], sources: list[str], y: np.ndarray, probs: np.ndarray,

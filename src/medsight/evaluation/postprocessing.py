@@ -23,6 +23,8 @@ from medsight.inference.load import load_run
 from medsight.inference.postprocess import POSTPROCESSING_FILE, keep_largest
 from medsight.inference.segment import segment_image
 from medsight.runtime.checkpoint import BEST
+from medsight.runtime.run_folder import checkpoint_path
+from medsight.tasks import SEGMENTATION
 from medsight.utils.atomic import write_json
 
 log = logging.getLogger(__name__)
@@ -33,8 +35,8 @@ def choose_postprocessing(run_dir: str | Path, **_: object) -> dict:
     """Compare Dice with and without largest-component filtering on val; save and return the choice."""
     run_dir = Path(run_dir)
     loaded = load_run(run_dir)
-    if loaded.plan.get("task") != "segmentation":
-        raise ConfigError(f"{run_dir}: post-processing applies to segmentation runs")
+    if loaded.kind is not SEGMENTATION:
+        raise ConfigError(f"{run_dir}: post-processing applies to segmentation runs, not {loaded.kind.name}")
     cfg = loaded.cfg
     items = build_dataset(cfg.data, cfg.train.seed).split("val")
     if len(items) > MAX_CASES:
@@ -59,7 +61,7 @@ def choose_postprocessing(run_dir: str | Path, **_: object) -> dict:
             chosen.append(name)
     result = {"rule": "keep the largest component of a class where that raised its mean val Dice",
               "largest_component": chosen, "val_dice": scores, "n": len(plain[classes[0]]) if classes else 0,
-              "checkpoint_sha256": file_sha256(run_dir / "checkpoints" / BEST)}
+              "checkpoint_sha256": file_sha256(checkpoint_path(run_dir, BEST))}
     write_json(run_dir / POSTPROCESSING_FILE, result)
     log.info("post-processing on val: %s", ", ".join(
         f"{n}: Dice {s['none']:.3f} -> {s['largest_component']:.3f} with the largest component"

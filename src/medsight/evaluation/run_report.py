@@ -5,17 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import yaml
-
 from medsight.evaluation import plots
 from medsight.evaluation.outputs import METRICS_FILE, read_cases
 from medsight.evaluation.report import HtmlReport
 from medsight.evaluation.trust import add_trust_section
 from medsight.runtime.ensemble_folder import is_ensemble, member_folders
+from medsight.runtime.run_folder import REPORT_FILE, read_plan, read_saved_config
 from medsight.training.curves import plot_training_curves
 from medsight.training.history import read_history
 
-REPORT_FILE = "report.html"
 SUMMARY_KEYS = ["auc", "accuracy", "balanced_accuracy", "sensitivity", "specificity",
                 "precision", "f1", "ece", "brier"]
 
@@ -25,8 +23,7 @@ def write_run_report(out_dir: Path, run_dir: Path, predictions: list[dict] | Non
     out_dir, run_dir = Path(out_dir), Path(run_dir)
     metrics = json.loads((out_dir / METRICS_FILE).read_text())
     source = member_folders(run_dir)[0] if is_ensemble(run_dir) else run_dir  # an ensemble: its first member's
-    plan = json.loads((source / "plan.json").read_text())
-    cfg = yaml.safe_load((source / "config.yaml").read_text())
+    plan, cfg = read_plan(source), read_saved_config(source)
     names = metrics["class_names"]
     report = HtmlReport(title=f"medsight run: {cfg.get('name', run_dir.name)}")
 

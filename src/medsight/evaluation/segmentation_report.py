@@ -6,23 +6,20 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-import yaml
-
 from medsight.evaluation.report import HtmlReport
 from medsight.evaluation.segmentation_plots import plot_dice_per_class, plot_froc
 from medsight.inference.contours import overlay_cases_png
+from medsight.runtime.run_folder import REPORT_FILE, read_plan, read_saved_config
 from medsight.training.curves import plot_training_curves
 from medsight.training.history import read_history
 
-REPORT_FILE = "report.html"
 SHOWN_METRICS = ("dice", "iou", "hd95_mm", "msd_mm", "abs_volume_error", "rel_volume_error")
 
 
 def write_segmentation_report(out_dir: Path, run_dir: Path, metrics: dict, rows: list[dict],
                               best: Sequence[dict] = (), worst: Sequence[dict] = (),
                               lesions: Sequence[dict] = ()) -> Path:
-    plan = json.loads((run_dir / "plan.json").read_text())
-    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    plan, cfg = read_plan(run_dir), read_saved_config(run_dir)
     names = metrics["class_names"]
     summary = metrics["summary"]
     report = HtmlReport(title=f"medsight run: {cfg.get('name', run_dir.name)}")

@@ -25,9 +25,9 @@ from scipy.optimize import minimize_scalar
 
 from medsight.errors import InputFileError, MedsightError
 from medsight.inference.engine import file_sha256
+from medsight.runtime.run_folder import CALIBRATION_FILE
 
 log = logging.getLogger(__name__)
-CALIBRATION_FILE = "calibration.json"
 # Search range for T: wide enough for any real model (over-confident nets need 1.5-5).
 T_MIN, T_MAX = 1e-2, 1e2
 

@@ -18,10 +18,11 @@ import numpy as np
 import torch
 
 from medsight.errors import InputFileError
+from medsight.runtime.run_folder import EXPORT_FILE, ONNX_FILE
 from medsight.utils.extras import available, require
 
 log = logging.getLogger(__name__)
-ONNX_FILE, EXPORT_FILE = "model.onnx", "export.json"
+__all__ = ["EXPORT_FILE", "ONNX_FILE", "OnnxEngine", "exported_model", "file_sha256"]
 
 
 class OnnxEngine:

@@ -33,6 +33,8 @@ from medsight.inference.engine import EXPORT_FILE, ONNX_FILE, OnnxEngine, file_s
 from medsight.inference.load import load_run
 from medsight.runtime.checkpoint import BEST
 from medsight.runtime.engine import run_batches
+from medsight.runtime.ensemble_folder import run_task
+from medsight.runtime.run_folder import checkpoint_path
 from medsight.utils.atomic import atomic_path, write_json
 from medsight.utils.extras import require
 
@@ -57,6 +59,10 @@ def export_run(run_dir: str | Path, fmt: str = "onnx", quantize: str | None = No
         raise ConfigError(f"unknown quantisation {quantize!r}; choose int8 (or none)")
     require("onnx", "onnxruntime", extra="onnx", feature="medsight export")
     run_dir = Path(run_dir)
+    kind = run_task(run_dir)
+    if not kind.exports:  # RetinaNet's per-level head maps are not wired to an ONNX engine (yet)
+        raise ConfigError(f"{run_dir}: {kind.name} export is not supported; predict, evaluate and serve run "
+                          f"{kind.name} models in PyTorch")
     run = load_run(run_dir, prefer_onnx=False)
     if run.clinical is not None:  # two inputs (images + table): not wired through export and engines yet
         raise ConfigError(f"{run_dir}: export of runs fused with clinical columns is not supported yet; "
@@ -72,7 +78,7 @@ def export_run(run_dir: str | Path, fmt: str = "onnx", quantize: str | None = No
                           opset_version=OPSET, dynamo=False)
     out = run_dir / ONNX_FILE
     meta = {"format": fmt, "file": ONNX_FILE, "opset": OPSET, "precision": quantize or "fp32",
-            "checkpoint": BEST, "checkpoint_sha256": file_sha256(run_dir / "checkpoints" / BEST),
+            "checkpoint": BEST, "checkpoint_sha256": file_sha256(checkpoint_path(run_dir, BEST)),
             "input_shape": ["batch", *shape]}
     with atomic_path(out) as tmp:
         tmp.write_bytes(buf.getvalue())

@@ -12,6 +12,7 @@ from torch import nn
 
 from medsight.config import RunConfig
 from medsight.data.prepared import PreparedSplit
+from medsight.errors import ConfigError
 from medsight.inference.calibration import Calibration, calibrated_softmax, read_calibration, rescale_threshold
 from medsight.inference.engine import OnnxEngine, exported_model
 from medsight.inference.ensemble import EnsembleEngine
@@ -23,7 +24,8 @@ from medsight.runtime import Runtime
 from medsight.runtime.checkpoint import BEST, load_checkpoint
 from medsight.runtime.engine import Engine, TorchEngine
 from medsight.runtime.ensemble_folder import is_ensemble, member_folders
-from medsight.runtime.run_folder import read_run
+from medsight.runtime.run_folder import PLAN_FILE, RunFolder, checkpoint_path, read_run
+from medsight.tasks import DETECTION, TaskKind, task_of
 from medsight.transforms import preprocessing
 from medsight.transforms.clinical import ClinicalEncoder, with_clinical
 
@@ -41,6 +43,11 @@ class LoadedRun:
     _preprocess: Compose | None = field(default=None, init=False, repr=False)
 
     @property
+    def kind(self) -> TaskKind:
+        """The run's task kind (``medsight.tasks``)."""
+        return task_of(self.plan, self.run_dir / PLAN_FILE)
+
+    @property
     def class_names(self) -> list[str]:
         return list(self.plan["class_names"])
 
@@ -51,7 +58,7 @@ class LoadedRun:
     def inference_config(self) -> RunConfig:
         """The run's config with the trained input size fixed, so any new image is fitted to it."""
         cfg = self.cfg.model_copy(deep=True)
-        if self.plan.get("task") == "segmentation":  # segmentation keeps the size (sliding windows)
+        if not self.kind.fixed_input_size:  # segmentation keeps the size (sliding windows)
             return cfg
         cfg.transforms.spatial_size = list(self.plan["input_shape"])
         cfg.transforms.channels = int(self.plan["in_channels"])
@@ -87,7 +94,7 @@ class LoadedRun:
         A saved threshold is moved to the current calibration, so a later ``medsight calibrate``
         keeps every decision it made (see ``rescale_threshold``).
         """
-        decision = self.run_dir / "decision.json"
+        decision = RunFolder(self.run_dir).decision
         if decision.is_file():
             saved = json.loads(decision.read_text())
             return rescale_threshold(float(saved["threshold"]), float(saved.get("temperature", 1.0)),
@@ -130,6 +137,8 @@ def load_run(run_dir: str | Path, checkpoint: str = BEST, prefer_onnx: bool = Tr
         engine = EnsembleEngine([m.engine for m in members], [m.temperature() for m in members])
         return LoadedRun(run_dir, first.cfg, first.plan, first.model, first.runtime, engine, members=members)
     cfg, plan = read_run(run_dir)
+    if task_of(plan, run_dir / PLAN_FILE) is DETECTION:
+        raise ConfigError(f"{run_dir}: a detection run; load it with medsight.load (or load_for_inference)")
     planned = dict(plan.get("planned", {}))
     if plan.get("image_columns"):  # another manifest must give the trained images, in this order
         planned["data.images"] = plan["image_columns"]
@@ -139,7 +148,7 @@ def load_run(run_dir: str | Path, checkpoint: str = BEST, prefer_onnx: bool = Tr
     args = (cfg.model.name, plan["in_channels"], len(plan["class_names"]), plan["spatial_dims"])
     model = (fusion_model(*args, plan["fusion"]["table_features"], **cfg.model.options) if plan.get("fusion")
              else build_model(*args, **cfg.model.options))
-    checkpoint_file = run_dir / "checkpoints" / checkpoint
+    checkpoint_file = checkpoint_path(run_dir, checkpoint)
     state = load_checkpoint(checkpoint_file)
     model.load_state_dict(state["model"])
     model = runtime.model(model, plan["spatial_dims"]).eval()

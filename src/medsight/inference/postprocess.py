@@ -21,8 +21,7 @@ from monai.transforms import KeepLargestConnectedComponent
 
 from medsight.inference.engine import file_sha256
 from medsight.runtime.checkpoint import BEST
-
-POSTPROCESSING_FILE = "postprocessing.json"
+from medsight.runtime.run_folder import POSTPROCESSING_FILE, checkpoint_path
 
 
 def largest_component_classes(run_dir: str | Path, class_names: Sequence[str]) -> list[int]:
@@ -30,7 +29,7 @@ def largest_component_classes(run_dir: str | Path, class_names: Sequence[str]) -
     path = Path(run_dir) / POSTPROCESSING_FILE
     if not path.is_file():
         return []
-    checkpoint = Path(run_dir) / "checkpoints" / BEST
+    checkpoint = checkpoint_path(Path(run_dir), BEST)
     stamp = checkpoint.stat().st_mtime_ns if checkpoint.is_file() else 0
     return list(_read(str(path), path.stat().st_mtime_ns, str(checkpoint), stamp, tuple(class_names)))
 

@@ -21,7 +21,7 @@ import torch
 from monai.data import MetaTensor
 from tqdm.auto import tqdm
 
-from medsight.errors import ConfigError, InputFileError
+from medsight.errors import InputFileError
 from medsight.inference.lesions import find_lesions
 from medsight.inference.load import LoadedRun, load_run
 from medsight.inference.postprocess import keep_largest, largest_component_classes
@@ -29,6 +29,7 @@ from medsight.inference.predict import expand_inputs
 from medsight.io import read_image
 from medsight.io.write import write_nifti
 from medsight.runtime.sliding import sliding_probabilities
+from medsight.tasks import require_command
 from medsight.utils.atomic import write_bytes, write_json
 from medsight.utils.paths import safe_stem
 
@@ -48,9 +49,7 @@ def segment_image(run: LoadedRun, image: MetaTensor, mirror: bool | None = None,
     """Segment one image (as read by ``read_image``) with a segmentation run.
 
     ``postprocess``: apply the run's post-processing chosen on validation (``postprocess.py``)."""
-    if run.plan.get("task") != "segmentation":
-        raise ConfigError(f"{run.run_dir}: a {run.plan.get('task', 'classification')} run; "
-                          "`medsight segment` needs a segmentation run (use `medsight predict`)")
+    require_command(run.kind, "segment", run.run_dir)
     if image.ndim - 1 != run.spatial_dims:
         raise InputFileError(image.meta.get("source", "input"), f"is {image.ndim - 1}D, but the model is "
                              f"{run.spatial_dims}D")

@@ -11,13 +11,14 @@ from typing import Any
 import torch
 
 from medsight.errors import InputFileError
+from medsight.runtime.run_folder import BEST, LAST, checkpoint_path
 from medsight.utils.atomic import torch_save
 
-LAST, BEST = "last.pt", "best.pt"
+__all__ = ["BEST", "LAST", "load_checkpoint", "save_checkpoint"]
 
 
 def save_checkpoint(run_dir: Path, name: str, state: dict[str, Any]) -> Path:
-    path = Path(run_dir) / "checkpoints" / name
+    path = checkpoint_path(run_dir, name)
     torch_save(state, path)
     return path
 

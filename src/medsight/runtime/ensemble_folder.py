@@ -8,14 +8,22 @@ from pathlib import Path
 from typing import Sequence
 
 from medsight.errors import ConfigError, InputFileError
-from medsight.runtime.run_folder import read_run
+from medsight.runtime.run_folder import ENSEMBLE_FILE, PLAN_FILE, read_run
+from medsight.tasks import TaskKind, task_of
 from medsight.utils.atomic import write_json
 
-ENSEMBLE_FILE = "ensemble.json"
+__all__ = ["ENSEMBLE_FILE", "is_ensemble", "member_folders", "run_task", "write_ensemble"]
 
 
 def is_ensemble(folder: str | Path) -> bool:
     return (Path(folder) / ENSEMBLE_FILE).is_file()
+
+
+def run_task(folder: str | Path) -> TaskKind:
+    """The task kind of a run folder or of an ensemble's members (one error line if it has none)."""
+    folder = Path(folder)
+    plan_dir = member_folders(folder)[0] if is_ensemble(folder) else folder
+    return task_of(read_run(plan_dir)[1], plan_dir / PLAN_FILE)
 
 
 def member_folders(folder: str | Path) -> list[Path]:
@@ -45,8 +53,9 @@ def write_ensemble(out: str | Path, members: Sequence[str | Path]) -> Path:
         for key in ("task", "class_names", "in_channels", "spatial_dims", "input_shape"):
             if plan.get(key) != first.get(key):
                 raise ConfigError(f"{m}: {key} {plan.get(key)!r} differs from {members[0]}'s {first.get(key)!r}")
-    if first.get("task", "classification") != "classification":
-        raise ConfigError("ensembles of segmentation runs are not supported yet")
+    kind = task_of(first, Path(members[0]) / PLAN_FILE)
+    if not kind.ensembles:
+        raise ConfigError(f"ensembles of {kind.name} runs are not supported yet")
     out.mkdir(parents=True, exist_ok=True)
     rel = [str(Path(m).resolve().relative_to(out.resolve())) if Path(m).resolve().is_relative_to(out.resolve())
            else str(Path(m).resolve()) for m in members]

@@ -34,8 +34,8 @@ from medsight.service.pacs_route import pacs_router
 from medsight.service.pool import InferencePool
 from medsight.service.schemas import ERROR_RESPONSES, Prediction
 from medsight.service.settings import ServiceSettings, caller_id
-from medsight.store import Database, open_database
 from medsight.service.upload import FILE_FIELD, BodySizeLimit, receive_upload
+from medsight.store import Database, open_database
 
 log = logging.getLogger(__name__)
 API_KEY_HEADER = "X-API-Key"

@@ -1,9 +1,10 @@
 """The models a service instance serves: loaded once at start-up, looked up by name per request.
 
 Each entry answers ``predict(image, options) -> dict`` (the JSON body of ``POST /v1/predict``)
-through the same library function the command line uses. A run's ``plan.json`` says its task;
-each task has a responder here (classification: label, probabilities, heatmap; segmentation:
-mask layer and lesion table).
+through the same library function the command line uses. A run's ``plan.json`` says its task
+kind (``medsight.tasks``); ``SERVED`` gives each kind its responder and description
+(classification: label, probabilities, heatmap; segmentation: mask layer and lesion table;
+detection: boxes, scores and class names in the image's pixels).
 """
 
 from __future__ import annotations
@@ -16,14 +17,19 @@ from typing import Any, Callable, Iterable
 
 from monai.data import MetaTensor
 
+from medsight.data.voc import detection_pixels
 from medsight.errors import ConfigError
+from medsight.inference.detection import LoadedDetector
 from medsight.inference.explain import METHODS
-from medsight.inference.load import LoadedRun, load_run
+from medsight.inference.load import LoadedRun
 from medsight.inference.overlay import matching_slice
 from medsight.inference.predict import predict_image
 from medsight.inference.segment import segment_image
+from medsight.inference.tasks import load_for_inference
+from medsight.runtime.ensemble_folder import run_task
 from medsight.service.errors import ApiError
 from medsight.service.payload import display_image, heatmap_layer, lesion_rows, mask_layer
+from medsight.tasks import CLASSIFICATION, DETECTION, SEGMENTATION, TaskKind, require_command
 
 log = logging.getLogger(__name__)
 
@@ -107,10 +113,22 @@ def segmentation_responder(run: LoadedRun, lock: threading.Lock) -> Responder:
     return predict
 
 
-RESPONDERS: dict[str, Callable[[LoadedRun, threading.Lock], Responder]] = {
-    "classification": classification_responder,
-    "segmentation": segmentation_responder,
-}
+def detection_responder(run: LoadedDetector, lock: threading.Lock) -> Responder:
+    """``predict`` for a box detector: ``boxes`` ``[xmin, ymin, xmax, ymax]`` in the upload's pixels,
+    ``scores`` and ``labels`` (class names), as ``medsight predict`` writes them."""
+
+    def predict(image: MetaTensor, options: PredictOptions) -> dict[str, Any]:
+        pixels = detection_pixels(image.as_tensor(), "upload")
+        with lock:
+            found = run.detect([pixels])[0]
+        result: dict[str, Any] = {"label": None, "label_index": None, "probabilities": None, "heatmap": None,
+                                  "mask": None, "lesions": None, "modality": image.meta.get("modality"),
+                                  **run.record(found, pixels.shape[1:])}
+        if options.image:
+            result["image"] = display_image(pixels.numpy(), image.meta.get("modality"))
+        return result
+
+    return predict
 
 
 def run_info(run: LoadedRun, task: str) -> dict[str, Any]:
@@ -122,24 +140,47 @@ def run_info(run: LoadedRun, task: str) -> dict[str, Any]:
         "input_shape": list(run.plan.get("input_shape", [])),
         "in_channels": int(run.plan.get("in_channels", 1)),
         "threshold": run.threshold() if len(run.class_names) == 2 else None,
-        "explain_methods": list(METHODS) if task == "classification" else [],
+        "explain_methods": list(METHODS) if task == CLASSIFICATION.name else [],
         "model": run.cfg.model.name,
         "image_columns": run.image_columns,  # more than one: cases of several images (not served)
         "clinical": run.clinical.names if run.clinical is not None else [],  # form fields it reads
     }
 
 
+def detector_info(run: LoadedDetector, task: str) -> dict[str, Any]:
+    """``GET /v1/models`` for a detector: 2D 8-bit grey or RGB pictures at any size."""
+    return {"task": task, "class_names": run.class_names, "spatial_dims": 2, "input_shape": [],
+            "in_channels": 3, "threshold": None, "explain_methods": [], "model": run.cfg.model.name,
+            "image_columns": run.image_columns, "clinical": []}
+
+
+@dataclass(frozen=True)
+class ServedTask:
+    """How the service answers for and describes one task kind's runs (``load_for_inference`` loads them)."""
+
+    responder: Callable[[Any, threading.Lock], Responder]
+    info: Callable[[Any, str], dict[str, Any]]
+    pacs: bool = False  # ServedModel.run is the LoadedRun the PACS exchange uses
+
+
+SERVED: dict[str, ServedTask] = {
+    CLASSIFICATION.name: ServedTask(classification_responder, run_info, pacs=True),
+    SEGMENTATION.name: ServedTask(segmentation_responder, run_info),
+    DETECTION.name: ServedTask(detection_responder, detector_info),
+}
+
+
 def serve_run(run_dir: Path, name: str | None = None) -> ServedModel:
-    run = load_run(run_dir)
-    task = str(run.plan.get("task", "classification"))
-    if task not in RESPONDERS:
-        raise ConfigError(f"{run_dir}: the service cannot serve {task!r} models yet "
-                          f"(it serves: {', '.join(RESPONDERS)})")
+    kind: TaskKind = run_task(run_dir)
+    require_command(kind, "serve", run_dir)
+    served = SERVED[kind.name]
+    run = load_for_inference(run_dir)
     if len(run.image_columns) > 1:
         raise ConfigError(f"{run_dir}: the model reads {len(run.image_columns)} images per case; the service "
                           "takes one image per request (use `medsight predict RUN --cases cases.csv`)")
     lock = threading.Lock()
-    return ServedModel(name or Path(run_dir).name, task, run_info(run, task), RESPONDERS[task](run, lock), run, lock)
+    return ServedModel(name or Path(run_dir).name, kind.name, served.info(run, kind.name), served.responder(run, lock),
+                       run if served.pacs else None, lock)
 
 
 @dataclass

@@ -59,6 +59,10 @@ class Prediction(BaseModel):
     heatmap: Optional[Layer] = Field(None, description="With ?heatmap=true")
     mask: Optional[Layer] = Field(None, description="Segmentation models")
     lesions: Optional[list[Lesion]] = Field(None, description="Segmentation models")
+    boxes: Optional[list[list[float]]] = Field(None, description="Detection models: [xmin, ymin, xmax, ymax] "
+                                                                 "in the image's pixels, best first")
+    scores: Optional[list[float]] = Field(None, description="Detection models: each box's score, in [0, 1]")
+    labels: Optional[list[str]] = Field(None, description="Detection models: each box's class name")
     image: Optional[DisplayImage] = Field(None, description="With ?image=true")
     input: dict
     elapsed_ms: float

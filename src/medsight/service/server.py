@@ -19,7 +19,6 @@ def serve(runs: Sequence[str | Path], host: str, port: int, settings: ServiceSet
 
     from medsight.service.app import create_app
     from medsight.service.models import load_registry
-
     from medsight.store import open_database
 
     check_binding(host, settings.open_access)  # before the slow part: loading the models

@@ -6,10 +6,8 @@ import json
 import math
 from pathlib import Path
 
+from medsight.runtime.run_folder import CURVES_FILE, HISTORY_FILE
 from medsight.utils.atomic import write_bytes, write_text
-
-HISTORY_FILE = "metrics.jsonl"
-CURVES_FILE = "training_curves.png"
 
 
 def write_history(run_dir: Path, history: list[dict]) -> None:

@@ -29,10 +29,17 @@ from medsight.runtime import Runtime
 from medsight.runtime.checkpoint import LAST
 from medsight.runtime.distributed import Distributed, from_environment, shutdown
 from medsight.runtime.ensemble_folder import write_ensemble
-from medsight.runtime.run_folder import CONFIG_FILE, PLAN_FILE, lock_run_folder, read_config
+from medsight.runtime.run_folder import (
+    CONFIG_FILE,
+    RunFolder,
+    checkpoint_path,
+    lock_run_folder,
+    read_config,
+    write_plan,
+)
+from medsight.tasks import CLASSIFICATION, DETECTION, task_for_data
 from medsight.training.history import write_curves, write_history
 from medsight.training.trainer import EpochCallback, Setup, Trainer
-from medsight.utils.atomic import write_json
 
 log = logging.getLogger(__name__)
 # Fits RUN/calibration.json or RUN/postprocessing.json after training, called as
@@ -51,12 +58,11 @@ def _setups() -> dict[str, Callable[[RunConfig, Runtime], Setup]]:
             "detection": setup_detection, "fusion": setup_fusion}
 
 
-def task_of(cfg: RunConfig) -> str:
-    """The setup a run takes: box detection for VOC-layout data, image + table fusion for
-    manifests with clinical columns, else ``cfg.task``."""
-    if cfg.data.dataset == "voc":
-        return "detection"
-    return "fusion" if cfg.data.clinical else cfg.task  # images + table
+def setup_of(cfg: RunConfig) -> str:
+    """The setup a run takes: image + table fusion for manifests with clinical columns, else its
+    task kind's (``data.dataset: voc`` selects detection, see ``medsight.tasks``)."""
+    kind = task_for_data(cfg.data.dataset, cfg.task)
+    return "fusion" if cfg.data.clinical and kind is CLASSIFICATION else kind.name  # images + table
 
 
 def planned_overrides(data: str | Path | None, minutes: float | None = None) -> list[str]:
@@ -88,7 +94,7 @@ def train_run(cfg: RunConfig, out: Path | None = None, *, resume: bool = False,
     if cfg.data.cache_dir is None:  # beside the run folder: reruns, folds and ensembles share it
         cfg = cfg.model_copy(deep=True)
         cfg.data.cache_dir = run_dir.resolve().parent / CACHE_DIRNAME
-    if cfg.model.name is not None and task_of(cfg) != "detection":
+    if cfg.model.name is not None and setup_of(cfg) != DETECTION.name:
         model_spec(cfg.model.name)  # an unknown model fails before any data is read
     dist = from_environment()
     try:
@@ -109,20 +115,19 @@ def _train_locked(cfg: RunConfig, run_dir: Path, resume: bool, overwrite: bool,
                              cfg.train.threads or dist.threads(), device=dist.device())
     log.info("run folder %s; %s on %s, %d threads%s", run_dir, runtime.precision, runtime.device,
              runtime.threads, f", {dist.world_size} processes" if dist.enabled else "")
-    setup = _setups()[task_of(cfg)](cfg, runtime)
+    setup = _setups()[setup_of(cfg)](cfg, runtime)
     if resume:
         _check_same_config(run_dir, setup.cfg)
     if dist.is_main:
         save_config(setup.cfg, run_dir / CONFIG_FILE)  # the resolved config: repeatable as it is
-        write_json(run_dir / PLAN_FILE, {**setup.plan, "runtime": runtime.describe(),
-                                         "processes": dist.world_size})
+        write_plan(run_dir, {**setup.plan, "runtime": runtime.describe(), "processes": dist.world_size})
     trainer = Trainer(setup.model, setup.task, setup.cfg.train, run_dir, runtime, setup.cfg.model.spatial_dims,
                       callbacks, dist)
     history = trainer.fit(resume=resume)
     if dist.is_main:
         write_history(run_dir, history)  # a kill between the last checkpoint and its log line
         write_curves(run_dir, history, setup.cfg.train.monitor)
-        if calibrate is not None and task_of(setup.cfg) in ("classification", "fusion", "segmentation"):
+        if calibrate is not None and task_for_data(setup.cfg.data.dataset, setup.cfg.task).calibrates:
             calibrate(run_dir, val=setup.task.val)  # calibration or post-processing, fitted on val
     dist.barrier()
 
@@ -143,7 +148,7 @@ def train_folds(cfg: RunConfig, out: Path | None, folds: int, *, resume: bool = 
             fold_cfg.train.time_budget_minutes = cfg.train.time_budget_minutes / folds
         run_dir = out / f"fold{k}"
         log.info("fold %d of %d -> %s", k + 1, folds, run_dir)
-        members.append(train_run(fold_cfg, run_dir, resume=resume and (run_dir / "checkpoints" / LAST).is_file(),
+        members.append(train_run(fold_cfg, run_dir, resume=resume and checkpoint_path(run_dir, LAST).is_file(),
                                  calibrate=calibrate))
     return write_ensemble(out, members)
 
@@ -158,7 +163,7 @@ def _check_same_config(run_dir: Path, resolved: RunConfig) -> None:
 
 
 def _check_run_dir(run_dir: Path, cfg: RunConfig, resume: bool, overwrite: bool) -> None:
-    last = run_dir / "checkpoints" / LAST
+    last = checkpoint_path(run_dir, LAST)
     if resume:
         if not last.is_file():
             raise ConfigError(f"{run_dir}: nothing to resume (no checkpoints/{LAST})")
@@ -166,5 +171,5 @@ def _check_run_dir(run_dir: Path, cfg: RunConfig, resume: bool, overwrite: bool)
     if last.is_file() and not overwrite:
         raise ConfigError(f"{run_dir}: already holds a run; use --resume to continue it or another --out")
     if overwrite:
-        for stale in (run_dir / "checkpoints").glob("*.pt"):
+        for stale in RunFolder(run_dir).checkpoints.glob("*.pt"):
             stale.unlink()

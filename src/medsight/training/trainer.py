@@ -27,6 +27,7 @@ from medsight.planning.apply import train_defaults
 from medsight.runtime import Runtime
 from medsight.runtime.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
 from medsight.runtime.distributed import Distributed
+from medsight.runtime.run_folder import checkpoint_path
 from medsight.training.batchnorm import recalibrate_batchnorm
 from medsight.training.early_stopping import EarlyStopping
 from medsight.training.history import write_history
@@ -190,7 +191,7 @@ class Trainer:
         write_history(self.run_dir, self.history)
 
     def _restore(self) -> int:
-        state = load_checkpoint(self.run_dir / "checkpoints" / LAST)
+        state = load_checkpoint(checkpoint_path(self.run_dir, LAST))
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.epochs = int(state.get("epochs", self.cfg.epochs))
