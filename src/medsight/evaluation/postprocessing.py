@@ -28,7 +28,9 @@ from medsight.tasks import SEGMENTATION
 from medsight.utils.atomic import write_json
 
 log = logging.getLogger(__name__)
-MAX_CASES = 200  # validation cases read for the choice (evenly spaced when there are more)
+# validation cases segmented for the choice (evenly spaced when there are more): whole volumes
+# are minutes each on a CPU, so 3D gets fewer
+MAX_CASES = {2: 200, 3: 10}
 
 
 def choose_postprocessing(run_dir: str | Path, **_: object) -> dict:
@@ -39,8 +41,9 @@ def choose_postprocessing(run_dir: str | Path, **_: object) -> dict:
         raise ConfigError(f"{run_dir}: post-processing applies to segmentation runs, not {loaded.kind.name}")
     cfg = loaded.cfg
     items = build_dataset(cfg.data, cfg.train.seed).split("val")
-    if len(items) > MAX_CASES:
-        items = [items[i] for i in np.linspace(0, len(items) - 1, MAX_CASES).round().astype(int)]
+    most = MAX_CASES[2 if loaded.spatial_dims == 2 else 3]
+    if len(items) > most:
+        items = [items[i] for i in np.linspace(0, len(items) - 1, most).round().astype(int)]
     classes = list(range(1, len(loaded.class_names)))
     plain, largest = ({k: [] for k in classes} for _ in range(2))
     for item in tqdm(items, desc="choosing post-processing on val", unit="case", disable=None):
