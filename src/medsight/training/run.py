@@ -34,8 +34,9 @@ from medsight.training.trainer import EpochCallback, Setup, Trainer
 from medsight.utils.atomic import write_json
 
 log = logging.getLogger(__name__)
-# Fits RUN/calibration.json after training, called as calibrate(run_dir, val=the prepared val
-# split); the `medsight train` command passes medsight.evaluation.calibrate.calibrate_run.
+# Fits RUN/calibration.json (and input_profile.json) after training, called as
+# calibrate(run_dir, val=..., train=...) with the prepared splits; the `medsight train` command
+# passes medsight.evaluation.calibrate.calibrate_run.
 Calibrate = Callable[..., object]
 
 
@@ -121,7 +122,8 @@ def _train_locked(cfg: RunConfig, run_dir: Path, resume: bool, overwrite: bool,
         write_history(run_dir, history)  # a kill between the last checkpoint and its log line
         write_curves(run_dir, history, setup.cfg.train.monitor)
         if calibrate is not None and task_of(setup.cfg) in ("classification", "fusion"):
-            calibrate(run_dir, val=setup.task.val)  # temperature and review threshold on val
+            # temperature and review threshold on val; the input guard's profile on train + val
+            calibrate(run_dir, val=setup.task.val, train=getattr(setup.task, "train", None))
     dist.barrier()
 
 
