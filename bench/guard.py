@@ -118,11 +118,11 @@ def caught(run, arrays_or_images) -> tuple[float, str]:
     for a in arrays_or_images:
         image = as_image(a)
         try:
-            why = check_image(run, image, "input", allow_foreign=True)
+            why, caveat = check_image(run, image, "input", allow_foreign=True)
             if why:
                 hits, reason = hits + 1, reason or why
                 continue
-            verdict = ood_fields(run, model_input(run, image)[None], [None], False)[0]
+            verdict = ood_fields(run, model_input(run, image)[None], [None], False, [caveat])[0]
         except MedsightError as exc:  # unreadable by the model at all: refused
             hits, reason = hits + 1, reason or str(exc)
             continue

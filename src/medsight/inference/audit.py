@@ -21,7 +21,7 @@ from medsight.store.db import Database
 
 OUTPUT_KEYS = ("label_index", "probabilities", "uncertainty", "needs_review", "review_threshold",
                "mutual_information", "variance", "tta", "modality", "shape", "voxels_per_class",
-               "out_of_distribution", "ood_score", "foreign_override")  # the input guard's (guard.py)
+               "out_of_distribution", "ood_score", "foreign_override", "ood_note")  # the input guard's (guard.py)
 _checkpoint_digests: dict[tuple[str, int, int], str] = {}
 
 

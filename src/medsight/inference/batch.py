@@ -113,13 +113,15 @@ def predict_paths(run_dir: Path, inputs: Sequence[Path], out_dir: Path, heatmaps
 def _screened(run: LoadedRun, chunk: list[tuple], allow_foreign: bool) -> list[tuple]:
     """The chunk after the input guard: a refused input becomes a failure with its reason; the
     others carry the guard's fields (``out_of_distribution``, ``ood_score``) in their metadata."""
-    chunk = [(i, p, None, meta["foreign"]) if x is None and isinstance(meta, dict) else (i, p, x, meta)
-             for i, p, x, meta in chunk]  # read, but foreign and unreadable by the model
+    chunk = [(i, p, None, meta["foreign"])  # refused: foreign, and not allowed or unreadable by the model
+             if isinstance(meta, dict) and meta.get("foreign") and (x is None or not allow_foreign)
+             else (i, p, x, meta) for i, p, x, meta in chunk]
     good = [k for k, c in enumerate(chunk) if c[2] is not None]
     if not good:
         return chunk
     verdicts = ood_fields(run, torch.from_numpy(np.stack([chunk[k][2] for k in good])),
-                          [chunk[k][3].pop("foreign", None) for k in good], allow_foreign)
+                          [chunk[k][3].pop("foreign", None) for k in good], allow_foreign,
+                          [chunk[k][3].pop("caveat", None) for k in good])
     for k, verdict in zip(good, verdicts):
         i, p, x, meta = chunk[k]
         chunk[k] = (i, p, None, verdict) if isinstance(verdict, str) else (i, p, x, {**meta, **verdict})
@@ -177,9 +179,10 @@ def _load_one(path: Path, run: LoadedRun | None = None) -> tuple[np.ndarray | No
     foreign = None
     try:
         image = read_image(path)
-        foreign = check_image(run, image, str(path), allow_foreign=True)
+        foreign, caveat = check_image(run, image, str(path), allow_foreign=True)
         return model_input(run, image).numpy(), {"modality": image.meta.get("modality"),
-                                                  "shape": list(image.shape[1:]), "foreign": foreign}
+                                                  "shape": list(image.shape[1:]), "foreign": foreign,
+                                                  "caveat": caveat}
     except MedsightError as exc:
         return None, {"foreign": foreign} if foreign else getattr(exc, "problem", str(exc))
 

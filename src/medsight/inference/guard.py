@@ -6,10 +6,12 @@ at the end of training and by ``medsight calibrate``). Before a prediction the g
 - clearly foreign, **refused** (``ForeignInputError``, one line naming the file and why):
   another dimensionality (a volume to a 2D model), a colour photograph to a grey model, another
   modality when both are known (MR to a CT model), or an out-of-distribution score beyond the
-  run's refuse threshold (an 8-bit picture of a CT slice is not refused outright: the score judges it);
+  run's refuse threshold;
 - **flagged**: a score beyond the flag threshold (the score the most unusual ``flag_fraction``
   of validation cases exceed) marks the prediction ``out_of_distribution: true`` and
-  ``needs_review: true``.
+  ``needs_review: true``. An 8-bit picture (0..255) sent to a model trained on CT in Hounsfield
+  units (a CT slice exported as PNG, an X-ray) is flagged with that reason as ``ood_note``,
+  never refused by its score: the content may be right, the units are not.
 
 ``allow_foreign`` predicts a refused input anyway; the prediction is then marked out of
 distribution and carries the reason as ``foreign_override``. A run without a profile (trained
@@ -114,12 +116,19 @@ class InputGuard:
         trained = str(p.get("modality") or "").upper()
         if modality not in UNKNOWN_MODALITIES and trained not in UNKNOWN_MODALITIES and modality != trained:
             return f"modality {modality}; the model was trained on {trained} images (foreign input)"
-        pixels = np.asarray(image.detach().cpu() if isinstance(image, torch.Tensor) else image, dtype=np.float32)
-        if p["channels"] == 1 and pixels.shape[0] >= 3:
-            spread = colour_saturation(pixels)
+        if p["channels"] == 1 and image.shape[0] >= 3:
+            spread = colour_saturation(_array(image[:3]))
             if spread > COLOUR_SATURATION:
                 return (f"a colour image (saturation {spread:.2f}); the model was trained on grey images "
                         "(foreign input)")
+        return None
+
+    def caveat(self, image) -> str | None:
+        """Why an image that is not refused may be misread (8-bit pixels to a Hounsfield model), or None."""
+        if self.profile.get("hounsfield") and image.numel():
+            low, high = float(image.min()), float(image.max())
+            if low >= 0 and high <= 255:
+                return "8-bit picture values (0..255); the model was trained on CT in Hounsfield units"
         return None
 
     def scores(self, run: LoadedRun, images: torch.Tensor) -> np.ndarray:
@@ -137,6 +146,12 @@ def score_features(ood: dict, features: np.ndarray, logits: np.ndarray) -> np.nd
     if ood["method"] == "energy":
         return energy_scores(logits)
     return mahalanobis_scores(features, decode_array(ood["class_means"]), decode_array(ood["precision"]))
+
+
+def _array(image) -> np.ndarray:
+    if isinstance(image, torch.Tensor):
+        return image.detach().cpu().float().numpy()  # a MetaTensor too: its pixels, not its meta
+    return np.asarray(image, dtype=np.float32)
 
 
 def colour_saturation(pixels: np.ndarray) -> float:
@@ -167,27 +182,32 @@ def guard_of(run: LoadedRun) -> InputGuard | None:
     return _guards[key]
 
 
-def check_image(run: LoadedRun, image, source: str, allow_foreign: bool = False) -> str | None:
-    """Raise ``ForeignInputError`` for a clearly foreign raw image; with ``allow_foreign``
-    return the reason instead (None when it is not foreign or the run has no guard)."""
+def check_image(run: LoadedRun, image, source: str, allow_foreign: bool = False) -> tuple[str | None, str | None]:
+    """Raise ``ForeignInputError`` for a clearly foreign raw image; else (with ``allow_foreign``)
+    return the refusal reason it overrides and the guard's caveat (each None if none applies)."""
     guard = guard_of(run)
-    reason = guard.refusal(image) if guard is not None else None
+    if guard is None:
+        return None, None
+    reason = guard.refusal(image)
     if reason and not allow_foreign:
         raise ForeignInputError(source, reason)
-    return reason
+    return reason, None if reason else guard.caveat(image)
 
 
-def ood_fields(run: LoadedRun, images: torch.Tensor, overridden: list[str | None], allow_foreign: bool
-               ) -> list[dict | str]:
+def ood_fields(run: LoadedRun, images: torch.Tensor, overridden: list[str | None], allow_foreign: bool,
+               caveats: list[str | None] | None = None) -> list[dict | str]:
     """Per model-space image: the fields the prediction carries (``out_of_distribution``,
     ``ood_score``, ``foreign_override``), or the refusal reason when its score is beyond the
-    refuse threshold and foreign input is not allowed. ``overridden``: refusals already allowed."""
+    refuse threshold and foreign input is not allowed. ``overridden``: refusals already allowed;
+    ``caveats``: known reasons an image looks foreign, which flag it instead of refusing it."""
     guard = guard_of(run)
     if guard is None:
         return [{} for _ in overridden]
     out: list[dict | str] = []
-    for score, reason in zip(guard.scores(run, images), overridden):
+    for score, reason, caveat in zip(guard.scores(run, images), overridden, caveats or [None] * len(overridden)):
         verdict = guard.judge(float(score))
+        if caveat:
+            verdict = "flag"
         if verdict == "refuse" and reason is None:
             reason = (f"out-of-distribution score {score:.3g} is beyond the refuse threshold "
                       f"{guard.ood['refuse_threshold']:.3g}: unlike the training images (foreign input)")
@@ -197,6 +217,8 @@ def ood_fields(run: LoadedRun, images: torch.Tensor, overridden: list[str | None
         fields = {"out_of_distribution": bool(reason) or verdict != "ok", "ood_score": round(float(score), 4)}
         if reason:
             fields["foreign_override"] = reason
+        if caveat:
+            fields["ood_note"] = caveat
         out.append(fields)
     return out
 

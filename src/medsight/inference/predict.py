@@ -113,9 +113,9 @@ def predict_case(run: LoadedRun, image: MetaTensor, heatmap: bool = True, method
                  tta: bool = False, clinical: Mapping[str, str] | None = None, allow_foreign: bool = False,
                  source: str = "input") -> tuple[dict, np.ndarray | None, np.ndarray]:
     """:func:`predict_image` for a case whose images are already stacked (``load_items``)."""
-    overridden = check_image(run, image, source, allow_foreign)
+    overridden, caveat = check_image(run, image, source, allow_foreign)
     x = model_input(run, image, clinical)
-    fields = ood_fields(run, x[None], [overridden], allow_foreign)[0] if clinical is None else {}
+    fields = ood_fields(run, x[None], [overridden], allow_foreign, [caveat])[0] if clinical is None else {}
     if isinstance(fields, str):
         raise ForeignInputError(source, fields)
     record = apply_fields(diagnose(run, x[None], tta)[0], fields)

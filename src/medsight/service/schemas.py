@@ -58,6 +58,7 @@ class Prediction(BaseModel):
                                                                    "training images (then needs_review is true)")
     ood_score: Optional[float] = Field(None, description="The input guard's out-of-distribution score")
     foreign_override: Optional[str] = Field(None, description="Why the guard would refuse it (allow_foreign=true)")
+    ood_note: Optional[str] = Field(None, description="A known reason it looks foreign (flagged, not refused)")
     modality: Optional[str] = None
     shape: list[int]
     heatmap: Optional[Layer] = Field(None, description="With ?heatmap=true")
