@@ -62,7 +62,7 @@ def foreign_sets(n: int) -> dict[str, list[np.ndarray]]:
     sets["synthetic CT (HU)"] = [synthetic_sample(0, "test", i)["image"][0].numpy() for i in range(min(n, 100))]
     for name, folder, pattern in (("fundus-dr (grey)", "fundus-dr/images", "*.jpg"),
                                   ("bccd smears (grey)", "bccd/JPEGImages", "*.jpg"),
-                                  ("busi ultrasound (near-OOD)", "busi/images", "*.png")):
+                                  ("busi ultrasound (near-OOD)", "busi/images", "*.jpg")):
         files = sorted((DATA / folder).glob(pattern))[:n]
         if files:
             sets[name] = [np.asarray(Image.open(f).convert("L"), np.float32) for f in files]
