@@ -144,6 +144,9 @@ def predict(
     tta: bool = typer.Option(False, "--tta", help="Test-time augmentation: average over flips (and 2D rotations)."),
     db: Optional[str] = typer.Option(None, "--db", help="Audit every prediction in this database: sqlite:///PATH, "
                                      "postgresql://... or 'default' (medsight.db in the user's data folder)."),
+    allow_foreign: bool = typer.Option(False, "--allow-foreign", help="Predict inputs the input guard refuses "
+                                       "(another dimensionality, colour to a grey model, another modality, far "
+                                       "out of distribution); they are marked out_of_distribution."),
 ) -> None:
     """Diagnose new images: label, calibrated probabilities, uncertainty and a heatmap each.
 
@@ -179,7 +182,7 @@ def predict(
                                tta=tta)
     else:
         report = predict_paths(run, inputs, out, heatmaps=not no_heatmap, method=explain, workers=workers,
-                               fail_fast=state["debug"], tta=tta, audit_db=audit_db)
+                               fail_fast=state["debug"], tta=tta, audit_db=audit_db, allow_foreign=allow_foreign)
     if len(report.results) <= 20:
         for r in report.results:
             typer.echo(_result_line(r))
@@ -200,7 +203,8 @@ def _result_line(r: dict) -> str:
     if "boxes" in r:
         found = "".join(f"; {label} {score:.2f}" for label, score in list(zip(r["labels"], r["scores"]))[:3])
         return f"{r['input']}: {len(r['boxes'])} box(es){found}"
-    review = "  needs review" if r.get("needs_review") else ""
+    review = ("  needs review" if r.get("needs_review") else "") + (
+        "  out of distribution" if r.get("out_of_distribution") else "")
     return f"{r['input']}: {r['label']} ({r['probabilities'][r['label']]:.3f}){review}"
 
 
@@ -233,12 +237,17 @@ def calibrate(
     review_fraction: Optional[float] = typer.Option(
         None, "--review-fraction", min=0.001, max=0.999,
         help="Flag as 'needs review' the entropy the most uncertain val fraction exceeds (default: the config's, 0.1)."),
+    ood_fraction: float = typer.Option(0.05, "--ood-fraction", min=0.001, max=0.5,
+                                       help="The input guard flags as out of distribution the val share most "
+                                            "unlike the training images."),
 ) -> None:
-    """Fit temperature scaling and the review threshold on the val split (calibration.json);
-    for a segmentation run, choose its post-processing on val (postprocessing.json).
+    """Fit temperature scaling and the review threshold on the val split (calibration.json),
+    and the input guard's profile (input_profile.json: what the training images were and the
+    out-of-distribution score's thresholds); for a segmentation run, choose its post-processing
+    on val (postprocessing.json).
 
     Training does this by itself; use it for runs trained before, or for another review fraction.
-    Example: medsight calibrate runs/demo --review-fraction 0.05
+    Example: medsight calibrate runs/demo --review-fraction 0.05 --ood-fraction 0.05
     """
     from medsight.evaluation.calibrate import calibrate_run
     from medsight.runtime.ensemble_folder import run_task
@@ -253,11 +262,12 @@ def calibrate(
                    f"(val Dice {p['val_dice']}, n = {p['n']})")
         typer.echo(f"wrote {run / 'postprocessing.json'}")
         return
-    c = calibrate_run(run, review_fraction=review_fraction)
+    c = calibrate_run(run, review_fraction=review_fraction, ood_fraction=ood_fraction)
     typer.echo(f"temperature {c['temperature']:.3f}: val ECE {c['ece_before']:.3f} -> {c['ece_after']:.3f}, "
                f"NLL {c['nll_before']:.3f} -> {c['nll_after']:.3f} (n = {c['n']}); "
                f"needs review above entropy {c['review_threshold']:.3f}")
-    typer.echo(f"wrote {RunFolder(run).calibration}")
+    typer.echo(f"wrote {RunFolder(run).calibration}" + (", input_profile.json" if (run / "input_profile.json").is_file()
+                                                        else ""))
 
 
 @app.command()

@@ -27,6 +27,12 @@ class InputFileError(MedsightError):
         super().__init__(f"{self.path}: {self.problem}")
 
 
+class ForeignInputError(InputFileError):
+    """An input unlike anything the model was trained on, refused by the input guard
+    (``inference/guard.py``): another dimensionality, a colour photograph to a grey model, another
+    modality, or an out-of-distribution score beyond the run's refuse threshold."""
+
+
 class OutputFileError(MedsightError):
     """A file that cannot be written (full disk, read-only or forbidden folder):
     ``OutputFileError(path, "cannot write: No space left on device")``."""

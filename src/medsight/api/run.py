@@ -88,7 +88,8 @@ class Run:
     # --- predict -----------------------------------------------------------------------
 
     def predict(self, image: ImageInput | Sequence[ImageInput], *, heatmap: bool = True, method: str = "gradcam",
-                tta: bool | None = None, clinical: Mapping[str, str] | None = None) -> Result | list[Result]:
+                tta: bool | None = None, clinical: Mapping[str, str] | None = None,
+                allow_foreign: bool = False) -> Result | list[Result]:
         """Predict one image: a path (DICOM file or series folder, NIfTI, PNG/JPEG, .npz), or an
         array / tensor channel first (a 2D numpy array is one grey channel). A folder of 2D images
         or a list gives a list of results.
@@ -96,15 +97,17 @@ class Run:
         Classification: :class:`Prediction` (``heatmap``/``method``: Grad-CAM or occlusion; ``tta``
         averages test-time views; ``clinical``: the table values of a fused run). Segmentation:
         :class:`SegmentationResult` (``tta``: mirroring, default the run's). Detection:
-        :class:`DetectionResult` (image files only).
+        :class:`DetectionResult` (image files only). A classifier's input guard raises
+        ``ForeignInputError`` for an image unlike its training data, unless ``allow_foreign``.
         """
         if isinstance(image, (list, tuple)):
             return [r for item in image for r in _as_list(self.predict(item, heatmap=heatmap, method=method,
-                                                                            tta=tta, clinical=clinical))]
+                                                                            tta=tta, clinical=clinical,
+                                                                            allow_foreign=allow_foreign))]
         if isinstance(image, (str, Path)):
             spatial_dims = 2 if self.kind.pictures_only else self._model.spatial_dims
             paths = expand_inputs([Path(image)], spatial_dims)
-            results = [self._predict_path(p, heatmap, method, tta, clinical) for p in paths]
+            results = [self._predict_path(p, heatmap, method, tta, clinical, allow_foreign) for p in paths]
             return results if Path(image).is_dir() and spatial_dims == 2 else results[0]
         if self.kind.pictures_only:
             raise MedsightError("a detection run reads image files (8-bit grey or RGB); give a path")
@@ -112,18 +115,18 @@ class Run:
         if image.ndim - 1 != self._model.spatial_dims:
             raise InputFileError("array", f"is {image.ndim - 1}D (shape {tuple(image.shape)}, channel first), but the "
                                           f"model is {self._model.spatial_dims}D")
-        return self._predict_image(image, "array", heatmap, method, tta, clinical)
+        return self._predict_image(image, "array", heatmap, method, tta, clinical, allow_foreign)
 
     def _predict_path(self, path: Path, heatmap: bool, method: str, tta: bool | None,
-                      clinical: Mapping[str, str] | None) -> Result:
+                      clinical: Mapping[str, str] | None, allow_foreign: bool = False) -> Result:
         if self.kind is DETECTION:
             return self._detect(path)
         from medsight.io.read import read_image
 
-        return self._predict_image(read_image(path), str(path), heatmap, method, tta, clinical)
+        return self._predict_image(read_image(path), str(path), heatmap, method, tta, clinical, allow_foreign)
 
     def _predict_image(self, image: MetaTensor, source: str, heatmap: bool, method: str, tta: bool | None,
-                       clinical: Mapping[str, str] | None) -> Result:
+                       clinical: Mapping[str, str] | None, allow_foreign: bool = False) -> Result:
         if self.kind is SEGMENTATION:
             from medsight.inference.segment import segment_image
 
@@ -134,7 +137,8 @@ class Run:
                                       counts, source, seg.probabilities.numpy(), image.detach().cpu().numpy())
         from medsight.inference.predict import predict_image
 
-        record, heat, x = predict_image(self._model, image, heatmap, method, bool(tta), clinical)
+        record, heat, x = predict_image(self._model, image, heatmap, method, bool(tta), clinical, allow_foreign,
+                                        source)
         record["input"] = source
         return Prediction(record["label"], record["probabilities"], record["uncertainty"], record["needs_review"],
                           record["threshold"], source, heat, x, record)

@@ -27,6 +27,7 @@ from medsight.errors import ConfigError
 from medsight.evaluation.calibration import expected_calibration_error
 from medsight.inference.calibration import CALIBRATION_FILE, calibrated_softmax, fit_temperature, nll
 from medsight.inference.engine import file_sha256
+from medsight.inference.guard_profile import FLAG_FRACTION, fit_profile
 from medsight.inference.load import LoadedRun, load_run
 from medsight.inference.uncertainty import normalised_entropy, review_threshold
 from medsight.runtime.checkpoint import BEST
@@ -39,22 +40,26 @@ log = logging.getLogger(__name__)
 METHOD = "temperature scaling (Guo et al. 2017): T minimising the NLL of softmax(logits / T) on val"
 
 
-def fit_on_val(run_dir: str | Path, val: PreparedSplit | None = None) -> dict:
-    """What a run fits on its val split once trained: temperature and review threshold
-    (classification), or post-processing (segmentation, :mod:`.postprocessing`)."""
+def fit_on_val(run_dir: str | Path, val: PreparedSplit | None = None, train: PreparedSplit | None = None) -> dict:
+    """What a run fits on its val split once trained: temperature, review threshold and the
+    input profile (classification; ``train`` feeds the profile), or post-processing
+    (segmentation, :mod:`.postprocessing`)."""
     if run_task(Path(run_dir)) is SEGMENTATION:
         from medsight.evaluation.postprocessing import choose_postprocessing
 
         return choose_postprocessing(run_dir)
-    return calibrate_run(run_dir, val=val)
+    return calibrate_run(run_dir, val=val, train=train)
 
 
 def calibrate_run(run_dir: str | Path, val: PreparedSplit | None = None, review_fraction: float | None = None,
-                  tta: bool = True) -> dict:
-    """Fit and save ``calibration.json`` for a classification run; return what was saved.
+                  tta: bool = True, train: PreparedSplit | None = None, ood_fraction: float = FLAG_FRACTION,
+                  profile: bool = True) -> dict:
+    """Fit and save ``calibration.json`` for a classification run, and its input profile
+    (``input_profile.json``, the input guard's: ``profile``); return the calibration.
 
-    ``val``: the prepared validation split when the caller has it (training), else it is prepared
-    from the run's config. ``tta``: also fit the test-time-augmentation temperature and threshold.
+    ``val``/``train``: the prepared splits when the caller has them (training), else they are
+    prepared from the run's config. ``tta``: also fit the test-time-augmentation temperature and
+    threshold. ``ood_fraction``: the share of val cases the guard's flag threshold flags.
     """
     run_dir = Path(run_dir)
     kind = run_task(run_dir)
@@ -75,15 +80,17 @@ def calibrate_run(run_dir: str | Path, val: PreparedSplit | None = None, review_
     log.info("calibration: temperature %.3f; val ECE %.3f -> %.3f, NLL %.3f -> %.3f (n = %d)",
              result["temperature"], result["ece_before"], result["ece_after"], result["nll_before"],
              result["nll_after"], len(y))
+    if profile and loaded.clinical is None:  # fused runs' features hold the table too: not profiled
+        fit_profile(loaded, train if train is not None else val_split(loaded, "train"), val, ood_fraction)
     return result
 
 
-def val_split(loaded: LoadedRun) -> PreparedSplit:
-    """The run's validation split, preprocessed as the model expects."""
+def val_split(loaded: LoadedRun, split: str = "val") -> PreparedSplit:
+    """The run's validation (or another) split, preprocessed as the model expects."""
     cfg = loaded.inference_config()
     dataset = build_dataset(cfg.data, cfg.train.seed)
-    prepared, _ = prepare_data(dataset, cfg, ["val"], channels=int(loaded.plan["in_channels"]))
-    return loaded.with_clinical(prepared["val"])  # fused runs: + table
+    prepared, _ = prepare_data(dataset, cfg, [split], channels=int(loaded.plan["in_channels"]))
+    return loaded.with_clinical(prepared[split])  # fused runs: + table
 
 
 def _fit(logits: torch.Tensor, y: torch.Tensor, fraction: float) -> dict:

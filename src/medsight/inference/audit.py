@@ -20,7 +20,8 @@ from medsight.store.audit import AuditEntry, append
 from medsight.store.db import Database
 
 OUTPUT_KEYS = ("label_index", "probabilities", "uncertainty", "needs_review", "review_threshold",
-               "mutual_information", "variance", "tta", "modality", "shape", "voxels_per_class")
+               "mutual_information", "variance", "tta", "modality", "shape", "voxels_per_class",
+               "out_of_distribution", "ood_score", "foreign_override", "ood_note")  # the input guard's (guard.py)
 _checkpoint_digests: dict[tuple[str, int, int], str] = {}
 
 

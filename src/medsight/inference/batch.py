@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from medsight.errors import ConfigError, InputFileError, MedsightError
 from medsight.inference.audit import AuditTrail, cli_caller, input_sha256
 from medsight.inference.explain import METHODS, explain
+from medsight.inference.guard import apply_fields, check_image, ood_fields
 from medsight.inference.load import LoadedRun, load_run
 from medsight.inference.overlay import overlay_png
 from medsight.inference.predict import check_single_image, diagnose, expand_inputs, model_input
@@ -57,11 +58,12 @@ class BatchReport:
 def predict_paths(run_dir: Path, inputs: Sequence[Path], out_dir: Path, heatmaps: bool = True,
                   method: str = "gradcam", workers: int | None = None, batch_size: int = 32,
                   fail_fast: bool = False, tta: bool = False, audit_db: Database | None = None,
-                  caller: str | None = None) -> BatchReport:
+                  caller: str | None = None, allow_foreign: bool = False) -> BatchReport:
     """Predict every input into ``out_dir``; see the module docstring. ``fail_fast`` raises
     the first bad file's error instead of listing it (``--debug``); ``tta`` averages the
     calibrated probabilities over test-time views (``inference/tta.py``); ``audit_db`` records
-    each prediction for ``caller`` (default ``cli:USER``)."""
+    each prediction for ``caller`` (default ``cli:USER``). Foreign inputs (``inference/guard.py``)
+    are refused like bad files, unless ``allow_foreign``: then predicted and marked."""
     t0 = time.perf_counter()
     if heatmaps and method not in METHODS:
         raise ConfigError(f"unknown explanation method {method!r}; choose {', '.join(METHODS)}")
@@ -80,6 +82,7 @@ def predict_paths(run_dir: Path, inputs: Sequence[Path], out_dir: Path, heatmaps
     bar = tqdm(total=len(todo), desc="predict", unit="image", disable=None)
     for chunk in _batches(_loaded(run, todo, workers), batch_size):
         started = time.perf_counter()
+        chunk = _screened(run, chunk, allow_foreign)
         if fail_fast and any(x is None for _, _, x, _ in chunk):
             _, p, _, problem = next(c for c in chunk if c[2] is None)
             raise InputFileError(p, problem)
@@ -107,6 +110,24 @@ def predict_paths(run_dir: Path, inputs: Sequence[Path], out_dir: Path, heatmaps
     return report
 
 
+def _screened(run: LoadedRun, chunk: list[tuple], allow_foreign: bool) -> list[tuple]:
+    """The chunk after the input guard: a refused input becomes a failure with its reason; the
+    others carry the guard's fields (``out_of_distribution``, ``ood_score``) in their metadata."""
+    chunk = [(i, p, None, meta["foreign"])  # refused: foreign, and not allowed or unreadable by the model
+             if isinstance(meta, dict) and meta.get("foreign") and (x is None or not allow_foreign)
+             else (i, p, x, meta) for i, p, x, meta in chunk]
+    good = [k for k, c in enumerate(chunk) if c[2] is not None]
+    if not good:
+        return chunk
+    verdicts = ood_fields(run, torch.from_numpy(np.stack([chunk[k][2] for k in good])),
+                          [chunk[k][3].pop("foreign", None) for k in good], allow_foreign,
+                          [chunk[k][3].pop("caveat", None) for k in good])
+    for k, verdict in zip(good, verdicts):
+        i, p, x, meta = chunk[k]
+        chunk[k] = (i, p, None, verdict) if isinstance(verdict, str) else (i, p, x, {**meta, **verdict})
+    return chunk
+
+
 def _audit(trail: AuditTrail, caller: str, chunk: list[tuple], records: Iterator[dict], seconds: float,
            tta: bool) -> None:
     """A row per input of a batch: its prediction, or its refusal with the problem (never its name)."""
@@ -127,12 +148,13 @@ def summary(report: BatchReport, n_inputs: int) -> dict:
             "resumed": report.resumed, "seconds": round(report.seconds, 2),
             "labels": dict(Counter(r["label"] for r in report.results)),
             "needs_review": sum(bool(r.get("needs_review")) for r in report.results),
+            "out_of_distribution": sum(bool(r.get("out_of_distribution")) for r in report.results),
             "failures": [{"input": p, "problem": m} for p, m in report.failures]}
 
 
 def _record(run: LoadedRun, index: int, path: Path, x: np.ndarray, meta: dict, diagnosis: dict,
             out_dir: Path, heatmaps: bool, method: str) -> dict:
-    record = {"input": str(path), **diagnosis, **meta, "heatmap": None, "heatmap_method": None}
+    record = apply_fields({"input": str(path), **diagnosis, **meta, "heatmap": None, "heatmap_method": None}, meta)
     if heatmaps:
         xt = torch.from_numpy(x)
         heat = explain(run.model, run.cfg.model.name, run.runtime.batch(xt[None])[0], record["label_index"], method)
@@ -149,14 +171,20 @@ _worker_run: LoadedRun | None = None
 
 
 def _load_one(path: Path, run: LoadedRun | None = None) -> tuple[np.ndarray | None, dict | str]:
-    """(model-space image, metadata) or (None, one-line problem); never raises on bad input."""
+    """(model-space image, metadata) or (None, one-line problem); never raises on bad input.
+
+    ``metadata["foreign"]``: why the input guard refuses the image (None if it does not); an
+    image the model cannot read at all then comes back as (None, {"foreign": reason})."""
     run = run or _worker_run
+    foreign = None
     try:
         image = read_image(path)
+        foreign, caveat = check_image(run, image, str(path), allow_foreign=True)
         return model_input(run, image).numpy(), {"modality": image.meta.get("modality"),
-                                                  "shape": list(image.shape[1:])}
+                                                  "shape": list(image.shape[1:]), "foreign": foreign,
+                                                  "caveat": caveat}
     except MedsightError as exc:
-        return None, getattr(exc, "problem", str(exc))
+        return None, {"foreign": foreign} if foreign else getattr(exc, "problem", str(exc))
 
 
 def _init_worker(run_dir: str) -> None:

@@ -12,8 +12,9 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 
-from medsight.errors import InputFileError, MedsightError
+from medsight.errors import ForeignInputError, InputFileError, MedsightError
 from medsight.inference.explain import explain
+from medsight.inference.guard import apply_fields, check_image, ood_fields
 from medsight.inference.load import LoadedRun
 from medsight.inference.uncertainty import uncertainty_records
 from medsight.io.validate import as_image
@@ -94,23 +95,30 @@ def diagnose(run: LoadedRun, images: torch.Tensor | FusionBatch, tta: bool = Fal
 
 
 def predict_image(run: LoadedRun, image: MetaTensor | np.ndarray | torch.Tensor, heatmap: bool = True,
-                  method: str = "gradcam", tta: bool = False, clinical: Mapping[str, str] | None = None
+                  method: str = "gradcam", tta: bool = False, clinical: Mapping[str, str] | None = None,
+                  allow_foreign: bool = False, source: str = "input"
                   ) -> tuple[dict, np.ndarray | None, np.ndarray]:
     """Diagnose one image (and, for fused runs, its ``clinical`` values): the result record,
     its heatmap (or None) and the model-space image.
 
     ``image`` as ``read_image`` returns it, or an array or tensor channel first (a 2D numpy
-    array is one grey channel; see :func:`medsight.io.validate.as_image`)."""
+    array is one grey channel; see :func:`medsight.io.validate.as_image`). The input guard
+    (``inference/guard.py``) refuses a foreign image with ``ForeignInputError`` naming ``source``,
+    unless ``allow_foreign``."""
     check_single_image(run, clinical is not None)
-    return predict_case(run, as_image(image), heatmap, method, tta, clinical)
+    return predict_case(run, as_image(image), heatmap, method, tta, clinical, allow_foreign, source)
 
 
 def predict_case(run: LoadedRun, image: MetaTensor, heatmap: bool = True, method: str = "gradcam",
-                 tta: bool = False, clinical: Mapping[str, str] | None = None
-                 ) -> tuple[dict, np.ndarray | None, np.ndarray]:
+                 tta: bool = False, clinical: Mapping[str, str] | None = None, allow_foreign: bool = False,
+                 source: str = "input") -> tuple[dict, np.ndarray | None, np.ndarray]:
     """:func:`predict_image` for a case whose images are already stacked (``load_items``)."""
+    overridden, caveat = check_image(run, image, source, allow_foreign)
     x = model_input(run, image, clinical)
-    record = diagnose(run, x[None], tta)[0]
+    fields = ood_fields(run, x[None], [overridden], allow_foreign, [caveat])[0] if clinical is None else {}
+    if isinstance(fields, str):
+        raise ForeignInputError(source, fields)
+    record = apply_fields(diagnose(run, x[None], tta)[0], fields)
     heat = (explain(run.model, run.cfg.model.name, run.runtime.batch(x[None])[0], record["label_index"], method)
             if heatmap else None)
     record.update({"modality": image.meta.get("modality"), "shape": list(image.shape[1:])})

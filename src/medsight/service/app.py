@@ -23,7 +23,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import medsight
-from medsight.errors import InputFileError, MedsightError
+from medsight.errors import ForeignInputError, InputFileError, MedsightError
 from medsight.inference.audit import AuditTrail, input_sha256
 from medsight.io import read_image
 from medsight.io.read import image_kind
@@ -126,6 +126,8 @@ def _api_router(registry: ModelRegistry, settings: ServiceSettings, pool: Infere
         explain: Literal["gradcam", "gradcam++", "occlusion"] = Query("gradcam", description="Heatmap method"),
         image: bool = Query(False, description="Return the image's pixels (for a viewer)"),
         tta: bool = Query(False, description="Test-time augmentation: average over flips (and 2D rotations)"),
+        allow_foreign: bool = Query(False, description="Predict an image the input guard refuses as foreign "
+                                                       "(marked out_of_distribution) instead of answering 422"),
     ) -> dict[str, Any]:
         """Diagnose one image sent as multipart field `file`: label, calibrated probabilities,
         uncertainty and "needs review" flag, optional heatmap."""
@@ -135,7 +137,7 @@ def _api_router(registry: ModelRegistry, settings: ServiceSettings, pool: Infere
             upload = await receive_upload(request, upload_dir)
             # a fused model's clinical values come as form fields beside the file (age=63, sex=F)
             options = PredictOptions(heatmap=heatmap, method=explain, image=image, tta=tta,
-                                     clinical=dict(upload.fields))
+                                     clinical=dict(upload.fields), allow_foreign=allow_foreign)
             try:
                 result, kind = await pool.run(audited, trails.get(served.name), caller_id(settings), served,
                                               upload.path, options, settings.require_deidentified)
@@ -188,6 +190,8 @@ def diagnose_file(model: ServedModel, path: Path, options: PredictOptions, requi
                             f"(shape {list(image.shape[1:])})")
     try:
         return model.predict(image, options), kind
+    except ForeignInputError as exc:  # the input guard: unlike anything the model was trained on
+        raise user_error(exc, 422) from None
     except MedsightError as exc:
         raise user_error(exc) from None
 

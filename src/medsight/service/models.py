@@ -41,6 +41,7 @@ class PredictOptions:
     image: bool = False  # send the image's pixels back, for a viewer
     tta: bool = False  # test-time augmentation (classification)
     clinical: dict[str, str] | None = None  # form fields; a fused model reads its clinical columns from them
+    allow_foreign: bool = False  # predict what the input guard refuses (marked out_of_distribution)
 
 
 @dataclass
@@ -73,7 +74,8 @@ def classification_responder(run: LoadedRun, lock: threading.Lock) -> Responder:
                 raise ApiError(422, f"this model also reads clinical values: send the form field(s) "
                                     f"{', '.join(absent)} with the file (an empty value counts as missing)")
         with lock:
-            record, heat, _ = predict_image(run, image, options.heatmap, options.method, options.tta, clinical)
+            record, heat, _ = predict_image(run, image, options.heatmap, options.method, options.tta, clinical,
+                                            options.allow_foreign, "upload")
         result: dict[str, Any] = {**record, "heatmap": None, "mask": None, "lesions": None}
         original, heat2d = matching_slice(image.detach().cpu().numpy(), heat)
         if heat2d is not None:

@@ -54,6 +54,11 @@ class Prediction(BaseModel):
     threshold: Optional[float] = None
     uncertainty: Optional[float] = Field(None, description="Predictive entropy / log K, in [0, 1] (classification)")
     needs_review: Optional[bool] = Field(None, description="Uncertainty above the run's review threshold")
+    out_of_distribution: Optional[bool] = Field(None, description="The input guard found the image unlike the "
+                                                                   "training images (then needs_review is true)")
+    ood_score: Optional[float] = Field(None, description="The input guard's out-of-distribution score")
+    foreign_override: Optional[str] = Field(None, description="Why the guard would refuse it (allow_foreign=true)")
+    ood_note: Optional[str] = Field(None, description="A known reason it looks foreign (flagged, not refused)")
     modality: Optional[str] = None
     shape: list[int]
     heatmap: Optional[Layer] = Field(None, description="With ?heatmap=true")

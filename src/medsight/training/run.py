@@ -42,9 +42,9 @@ from medsight.training.history import write_curves, write_history
 from medsight.training.trainer import EpochCallback, Setup, Trainer
 
 log = logging.getLogger(__name__)
-# Fits RUN/calibration.json or RUN/postprocessing.json after training, called as
-# calibrate(run_dir, val=the prepared val split); `medsight train` passes
-# medsight.evaluation.calibrate.fit_on_val.
+# Fits RUN/calibration.json and input_profile.json (classification) or RUN/postprocessing.json
+# (segmentation) after training, called as calibrate(run_dir, val=..., train=...) with the
+# prepared splits; `medsight train` passes medsight.evaluation.calibrate.fit_on_val.
 Calibrate = Callable[..., object]
 
 
@@ -128,7 +128,8 @@ def _train_locked(cfg: RunConfig, run_dir: Path, resume: bool, overwrite: bool,
         write_history(run_dir, history)  # a kill between the last checkpoint and its log line
         write_curves(run_dir, history, setup.cfg.train.monitor)
         if calibrate is not None and task_for_data(setup.cfg.data.dataset, setup.cfg.task).calibrates:
-            calibrate(run_dir, val=setup.task.val)  # calibration or post-processing, fitted on val
+            # calibration and the input guard's profile, or post-processing, fitted on val (+ train)
+            calibrate(run_dir, val=setup.task.val, train=getattr(setup.task, "train", None))
     dist.barrier()
 
 
