@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pynetdicom import AE, AllStoragePresentationContexts, evt
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, build_context, evt
 from pynetdicom.sop_class import Verification
 
 from medsight.node.config import NodeConfig
@@ -32,6 +32,16 @@ FAILURE = 0xC211  # "Cannot understand": out of resources / processing failure (
 
 def series_folder(storage_dir: Path, study_uid: str, series_uid: str) -> Path:
     return Path(storage_dir) / study_uid / series_uid
+
+
+def remove_series(storage_dir: Path, study_uid: str, series_uid: str) -> None:
+    """Delete a received series, and its study's folder once that is empty."""
+    folder = series_folder(storage_dir, study_uid, series_uid)
+    shutil.rmtree(folder, ignore_errors=True)
+    try:
+        folder.parent.rmdir()
+    except OSError:
+        pass  # other series of the study are still there
 
 
 @dataclass
@@ -105,14 +115,16 @@ class Receiver:
                 log.info("series %s complete (%d new instance(s)): queued job(s) %s", series, entry.instances,
                          ", ".join(map(str, entry.job_ids)))
             elif not self.cfg.keep_received:
-                shutil.rmtree(series_folder(self.cfg.storage_dir, entry.study_uid, series), ignore_errors=True)
+                remove_series(self.cfg.storage_dir, entry.study_uid, series)
         return len(done)
 
 
 def start_scp(cfg: NodeConfig, receiver: Receiver):
     """Listen (in background threads) for C-ECHO and C-STORE from ``allowed_callers``; the server."""
     ae = AE(ae_title=cfg.ae_title)
-    ae.supported_contexts = AllStoragePresentationContexts
+    # every storage class in any transfer syntax (compressed too: the files are kept as sent)
+    ae.supported_contexts = [build_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+                             for cx in AllStoragePresentationContexts]
     ae.add_supported_context(Verification)
     ae.require_calling_aet = list(cfg.allowed_callers)  # others are rejected at association
     ae.network_timeout = ae.acse_timeout = ae.dimse_timeout = 60

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import socket
 import threading
 import time
@@ -23,7 +22,7 @@ from medsight.inference.audit import AuditTrail, input_sha256
 from medsight.inference.load import LoadedRun, load_run
 from medsight.node.config import NodeConfig
 from medsight.node.dimse import DestinationError, send
-from medsight.node.receive import series_folder
+from medsight.node.receive import remove_series, series_folder
 from medsight.pacs.run import diagnose_series
 from medsight.store.db import Database
 from medsight.store.jobs import Job, JobQueue, LeaseLost
@@ -112,12 +111,7 @@ class Worker:
         """Delete the received series once no job on it is left (unless ``keep_received``)."""
         if self.cfg.keep_received or not job.series_uid or self.queue.unfinished(job.series_uid):
             return
-        folder = series_folder(self.cfg.storage_dir, job.study_uid, job.series_uid)
-        shutil.rmtree(folder, ignore_errors=True)
-        try:
-            folder.parent.rmdir()  # the study folder, once its last series is gone
-        except OSError:
-            pass
+        remove_series(self.cfg.storage_dir, job.study_uid, job.series_uid)
 
     def loop(self, stop: threading.Event, poll_seconds: float = 1.0) -> None:
         """Work until ``stop`` is set, polling the queue when it is empty."""
