@@ -91,10 +91,11 @@ def send_files(port: int, paths: list[Path], calling: str = SCANNER, called: str
         assoc.release()
 
 
-def write_node_config(folder: Path, run: Path, destination: Destination, **overrides) -> Path:
+def write_node_config(folder: Path, run: Path, destination: Destination | dict, **overrides) -> Path:
+    """node.yaml for ``run`` sending to ``destination`` (a test SCP, or a config mapping)."""
     raw = {"ae_title": "MEDSIGHT", "host": "127.0.0.1", "port": free_port(), "allowed_callers": [SCANNER],
            "db": "sqlite:///node.db", "quiet_seconds": 1, "routes": [{"match": {"Modality": "ct"}, "run": str(run)}],
-           "destination": destination.as_config(), "storage_dir": "received", "workers": 0, **overrides}
+           "destination": destination if isinstance(destination, dict) else destination.as_config(), "storage_dir": "received", "workers": 0, **overrides}
     path = folder / "node.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
