@@ -16,6 +16,7 @@ import typer
 from medsight.cli_audit import audit_app
 from medsight.cli_cache import cache_app
 from medsight.cli_common import state, user_errors
+from medsight.cli_node import register as register_node
 from medsight.cli_pacs import pacs_app
 from medsight.errors import MedsightError
 
@@ -396,6 +397,7 @@ def serve(
 app.add_typer(pacs_app, name="pacs")
 app.add_typer(cache_app, name="cache")
 app.add_typer(audit_app, name="audit")
+register_node(app)
 
 
 def _summary_line(metrics: dict) -> str:

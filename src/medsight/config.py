@@ -237,18 +237,23 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> RunCo
     raw: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({_first_line(exc)})") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: expected a mapping at the top level")
-        raw = _resolve_paths(raw, path.parent)
+        raw = _resolve_paths(read_yaml_mapping(path), path.parent)
     for item in overrides:
         apply_override(raw, item)
     return config_from_dict(raw, source=str(path) if path else "defaults")
+
+
+def read_yaml_mapping(path: Path, what: str = "config file") -> dict[str, Any]:
+    """The mapping a YAML file holds; a missing file, bad YAML or a non-mapping is one ConfigError line."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: {what} not found")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({_first_line(exc)})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return raw
 
 
 def config_from_dict(raw: dict[str, Any], source: str = "config") -> RunConfig:

@@ -96,3 +96,19 @@ def test_patient_orientation_from_cosines(ct):
     sagittal.ImageOrientationPatient = [0, 1, 0, 0, 0, -1]
     assert patient_orientation(sagittal) == ("P", "F")
     assert patient_orientation(pydicom.Dataset()) == ("L", "P")
+
+
+def test_a_uid_seed_makes_the_same_objects_again(ct):
+    finding = ClassificationFinding("nodule", {"no nodule": 0.25, "nodule": 0.75})
+    rgb = np.zeros((8, 8, 3), np.uint8)
+
+    def uids(seed):
+        sr = classification_sr([ct], finding, Algorithm("nodules"), uid_seed=seed)
+        sc = secondary_capture(ct, rgb, Algorithm("nodules"), uid_seed=seed)
+        return [str(ds.SeriesInstanceUID) for ds in (sr, sc)] + [str(ds.SOPInstanceUID) for ds in (sr, sc)]
+
+    once, again, other = uids("job-1"), uids("job-1"), uids("job-2")
+    assert once == again and len(set(once)) == 4  # repeatable, and the four UIDs differ
+    assert not set(once) & set(other) and not set(once) & set(uids(None))
+    assert uids(None) != uids(None)  # without a seed: new UIDs every time
+    assert all(len(u) <= 64 and pydicom.uid.UID(u).is_valid for u in once)

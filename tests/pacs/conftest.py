@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
@@ -22,33 +23,37 @@ USER, PASSWORD = "medsight-test", "orthanc-secret-1"
 
 
 class Pacs:
-    def __init__(self, port: int):
+    def __init__(self, port: int, dicom_port: int | None = None):
         self.http = f"http://127.0.0.1:{port}"
         self.url = self.http + "/dicom-web"
         self.user, self.password = USER, PASSWORD
+        self.aet, self.dicom_port = "ORTHANC", dicom_port  # its DICOM (DIMSE) side, when enabled
 
 
-@pytest.fixture(scope="session")
-def orthanc(tmp_path_factory) -> Iterator[Pacs]:
+@contextmanager
+def orthanc_server(folder: Path, dicom: bool = False) -> Iterator[Pacs]:
+    """Orthanc on loopback with authentication, its database in ``folder``; ``dicom``: its C-STORE SCP too."""
     if ORTHANC is None or not DICOMWEB_PLUGIN.is_file():
         pytest.skip("Orthanc with its DICOMweb plugin is not installed (make install adds orthanc orthanc-dicomweb)")
-    folder = tmp_path_factory.mktemp("orthanc")
-    port = free_port()
+    port, dicom_port = free_port(), free_port() if dicom else None
     config = {
         "Name": "MEDSIGHT-TEST", "StorageDirectory": str(folder / "db"), "IndexDirectory": str(folder / "db"),
         "TemporaryDirectory": str(folder / "tmp"), "Plugins": [str(DICOMWEB_PLUGIN)], "HttpPort": port,
         "RemoteAccessAllowed": False, "AuthenticationEnabled": True, "RegisteredUsers": {USER: PASSWORD},
-        "DicomServerEnabled": False, "StableAge": 5, "SaveJobs": False,
+        "DicomServerEnabled": dicom, "StableAge": 5, "SaveJobs": False,
         "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "Host": f"127.0.0.1:{port}", "Ssl": False},
     }
-    (folder / "tmp").mkdir()
+    if dicom:
+        config.update({"DicomAet": "ORTHANC", "DicomPort": dicom_port, "DicomAlwaysAllowStore": True,
+                       "DicomAlwaysAllowEcho": True, "DicomCheckModalityHost": False})
+    (folder / "tmp").mkdir(parents=True)
     (folder / "orthanc.json").write_text(json.dumps(config))
     log = open(folder / "orthanc.log", "wb")
     process = subprocess.Popen([ORTHANC, str(folder / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT,
                                cwd=folder)
     try:
         wait_until_up(f"http://127.0.0.1:{port}/system", timeout=30, auth=(USER, PASSWORD), process=process)
-        yield Pacs(port)
+        yield Pacs(port, dicom_port)
     finally:
         process.terminate()
         try:
@@ -57,6 +62,12 @@ def orthanc(tmp_path_factory) -> Iterator[Pacs]:
             process.kill()
             process.wait()
         log.close()
+
+
+@pytest.fixture(scope="session")
+def orthanc(tmp_path_factory) -> Iterator[Pacs]:
+    with orthanc_server(tmp_path_factory.mktemp("orthanc")) as pacs:
+        yield pacs
 
 
 @pytest.fixture(scope="session")

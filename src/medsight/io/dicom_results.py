@@ -6,7 +6,8 @@
   any PACS viewer can show what the model looked at.
 - :func:`medsight.io.dicom_seg.segmentation` (beside this module): a DICOM SEG for masks.
 
-Every object gets new UIDs and copies the source's patient and study attributes (highdicom
+Every object gets new UIDs (or, given a ``uid_seed``, UIDs derived from it, so that redoing the
+same job gives the same objects and a PACS overwrites rather than duplicates them) and copies the source's patient and study attributes (highdicom
 does this from the reference datasets), so the PACS files it under the same study.
 """
 
@@ -26,6 +27,11 @@ import medsight
 MANUFACTURER = "medsight"
 # Class names are the model's own vocabulary: a private coding scheme says so honestly.
 PRIVATE_SCHEME = "99MEDSIGHT"
+
+
+def result_uid(seed: str | None, role: str) -> str:
+    """A new UID, or (with ``seed``) the UID hashed from ``seed`` and ``role``: same inputs, same UID."""
+    return generate_uid() if seed is None else generate_uid(entropy_srcs=[seed, role])
 
 
 @dataclass(frozen=True)
@@ -51,11 +57,12 @@ def class_code(name: str, names: Sequence[str]) -> hd.sr.CodedConcept:
 
 
 def classification_sr(sources: Sequence[Dataset], finding: ClassificationFinding, algorithm: Algorithm,
-                      referenced: Dataset | None = None, series_number: int = 9001) -> hd.sr.ComprehensiveSR:
+                      referenced: Dataset | None = None, series_number: int = 9001,
+                      uid_seed: str | None = None) -> hd.sr.ComprehensiveSR:
     """A Comprehensive SR with the finding and class probabilities for ``sources`` (one study).
 
     ``referenced`` is the image the finding was made on (default: the first source); all
-    ``sources`` are recorded as evidence.
+    ``sources`` are recorded as evidence. ``uid_seed``: see :func:`result_uid`.
     """
     referenced = referenced if referenced is not None else sources[0]
     names = list(finding.probabilities)
@@ -68,7 +75,7 @@ def classification_sr(sources: Sequence[Dataset], finding: ClassificationFinding
         for i, name in enumerate(names)
     ]
     group = hd.sr.MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier="medsight finding"),
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=result_uid(uid_seed, "sr-tracking"), identifier="medsight finding"),
         algorithm_id=algorithm_id,
         measurements=measurements,
         qualitative_evaluations=[hd.sr.QualitativeEvaluation(name=codes.DCM.Finding,
@@ -78,7 +85,7 @@ def classification_sr(sources: Sequence[Dataset], finding: ClassificationFinding
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-            uid=generate_uid(), name=algorithm.name[:64], manufacturer_name=MANUFACTURER),
+            uid=result_uid(uid_seed, "sr-observer"), name=algorithm.name[:64], manufacturer_name=MANUFACTURER),
     )
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
@@ -86,14 +93,14 @@ def classification_sr(sources: Sequence[Dataset], finding: ClassificationFinding
         imaging_measurements=[group],
     )
     return hd.sr.ComprehensiveSR(
-        evidence=list(sources), content=report[0], series_instance_uid=generate_uid(),
-        series_number=series_number, sop_instance_uid=generate_uid(), instance_number=1,
+        evidence=list(sources), content=report[0], series_instance_uid=result_uid(uid_seed, "sr-series"),
+        series_number=series_number, sop_instance_uid=result_uid(uid_seed, "sr-instance"), instance_number=1,
         manufacturer=MANUFACTURER, series_description=f"medsight {algorithm.name}"[:64],
     )
 
 
 def secondary_capture(source: Dataset, rgb: np.ndarray, algorithm: Algorithm, description: str = "heatmap",
-                      series_number: int = 9002) -> hd.sc.SCImage:
+                      series_number: int = 9002, uid_seed: str | None = None) -> hd.sc.SCImage:
     """An RGB Secondary Capture of ``rgb`` (rows, cols, 3; uint8 or floats in [0, 1]) under ``source``'s study."""
     rgb = np.asarray(rgb)
     if rgb.dtype != np.uint8:
@@ -103,8 +110,9 @@ def secondary_capture(source: Dataset, rgb: np.ndarray, algorithm: Algorithm, de
     spacing = source.get("PixelSpacing")
     return hd.sc.SCImage.from_ref_dataset(
         ref_dataset=source, pixel_array=rgb, photometric_interpretation="RGB", bits_allocated=8,
-        coordinate_system="PATIENT", series_instance_uid=generate_uid(), series_number=series_number,
-        sop_instance_uid=generate_uid(), instance_number=1, manufacturer=MANUFACTURER,
+        coordinate_system="PATIENT", series_instance_uid=result_uid(uid_seed, f"sc-series-{description}"),
+        series_number=series_number, sop_instance_uid=result_uid(uid_seed, f"sc-instance-{description}"),
+        instance_number=1, manufacturer=MANUFACTURER,
         pixel_spacing=tuple(float(v) for v in spacing) if spacing and rgb.shape[:2] == (source.Rows, source.Columns)
         else None,
         series_description=f"medsight {algorithm.name} {description}"[:64],

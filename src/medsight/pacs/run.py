@@ -55,9 +55,19 @@ def run_study(client: DICOMwebClient, run: LoadedRun, study_uid: str, *, model_n
         return summaries
 
 
-def classify_series(run: LoadedRun, paths: Sequence[Path], model_name: str, method: str = "gradcam"
-                    ) -> tuple[dict[str, Any], list[Dataset]]:
-    """The finding for one series of DICOM files, and the SR and SC datasets that record it."""
+def classify_series(run: LoadedRun, paths: Sequence[Path], model_name: str, method: str = "gradcam",
+                    uid_seed: str | None = None) -> tuple[dict[str, Any], list[Dataset]]:
+    """The finding for one series of DICOM files, and the SR and SC datasets that record it.
+
+    ``uid_seed`` (e.g. a hash of the job's input and run) makes the results' UIDs repeatable.
+    """
+    summary, objects, _ = diagnose_series(run, paths, model_name, method, uid_seed)
+    return summary, objects
+
+
+def diagnose_series(run: LoadedRun, paths: Sequence[Path], model_name: str, method: str = "gradcam",
+                    uid_seed: str | None = None) -> tuple[dict[str, Any], list[Dataset], dict[str, Any]]:
+    """:func:`classify_series`, and the prediction record of the finding (for the audit trail)."""
     sources = [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]
     if run.spatial_dims == 3:
         image = read_image(Path(paths[0]).parent)
@@ -85,11 +95,11 @@ def classify_series(run: LoadedRun, paths: Sequence[Path], model_name: str, meth
     algorithm = Algorithm(model_name)
     finding = ClassificationFinding(record["label"], record["probabilities"])
     # The SC needs the referenced slice's pixels; the SR only headers.
-    sc = secondary_capture(referenced, heat_on_image(slice_image, heat2d), algorithm)
-    sr = classification_sr(sources, finding, algorithm, referenced=referenced)
+    sc = secondary_capture(referenced, heat_on_image(slice_image, heat2d), algorithm, uid_seed=uid_seed)
+    sr = classification_sr(sources, finding, algorithm, referenced=referenced, uid_seed=uid_seed)
     summary = {"model": model_name, "label": record["label"], "probabilities": record["probabilities"],
                "n_images": len(paths), "referenced_sop_instance_uid": referenced_uid}
-    return summary, [sr, sc]
+    return summary, [sr, sc], record
 
 
 def store_segmentation(client: DICOMwebClient, sources: Sequence[Dataset], mask: np.ndarray, model_name: str,

@@ -38,6 +38,8 @@ class Job:
     worker: str | None
     lease_expires: datetime | None
     error: str | None = None
+    series_uid: str | None = None
+    caller: str | None = None
 
 
 class LeaseLost(MedsightError):
@@ -46,19 +48,33 @@ class LeaseLost(MedsightError):
 
 def _job(row) -> Job:
     return Job(row.id, row.study_uid, row.run, row.priority, row.status, row.attempts, row.worker,
-               row.lease_expires, row.error)
+               row.lease_expires, row.error, row.series_uid, row.caller)
 
 
 class JobQueue:
     def __init__(self, db: Database, lease_seconds: float = LEASE_SECONDS):
         self.db, self.lease_seconds = db, lease_seconds
 
-    def add(self, study_uid: str, run: str, priority: int = 0, queued: bool = True, max_attempts: int = 3) -> int:
+    def add(self, study_uid: str, run: str, priority: int = 0, queued: bool = True, max_attempts: int = 3,
+            series_uid: str | None = None, caller: str | None = None) -> int:
         """A new job; ``queued=False`` records it as ``received`` until :meth:`release`."""
         with self.db.transaction() as c:
             return c.execute(insert(jobs).values(
-                study_uid=study_uid, run=run, priority=priority, status="queued" if queued else "received",
-                attempts=0, max_attempts=max_attempts, received_at=utcnow())).inserted_primary_key[0]
+                study_uid=study_uid, series_uid=series_uid, caller=caller, run=run, priority=priority,
+                status="queued" if queued else "received", attempts=0, max_attempts=max_attempts,
+                received_at=utcnow())).inserted_primary_key[0]
+
+    def with_status(self, status: str) -> list[Job]:
+        """Every job in ``status``, oldest first (e.g. the ``received`` ones a restarted node still holds)."""
+        with self.db.transaction() as c:
+            rows = c.execute(select(jobs).where(jobs.c.status == status).order_by(jobs.c.id)).all()
+        return [_job(row) for row in rows]
+
+    def unfinished(self, series_uid: str) -> int:
+        """How many jobs on ``series_uid`` are not yet done or failed."""
+        with self.db.transaction() as c:
+            return c.execute(select(func.count()).select_from(jobs).where(
+                jobs.c.series_uid == series_uid, jobs.c.status.in_(("received", "queued", "running")))).scalar_one()
 
     def release(self, job_id: int) -> None:
         """A received job is ready: queue it."""

@@ -17,6 +17,8 @@ jobs = Table(
     "jobs", metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("study_uid", String(64), nullable=False),  # a DICOM UID, never a patient identifier
+    Column("series_uid", String(64)),  # the series a node job reads (None: the whole study)
+    Column("caller", String(128)),  # who sent the input: an AE title, never a patient
     Column("run", Text, nullable=False),  # the run folder (or served model) to apply
     Column("priority", Integer, nullable=False, default=0),
     Column("status", String(16), nullable=False),

@@ -1,0 +1,45 @@
+"""A real PACS as the destination: Orthanc's C-STORE SCP receives the results, and a job redone
+after its worker was killed leaves it holding each result once."""
+
+from __future__ import annotations
+
+import pydicom
+import requests
+
+from medsight.node import load_node_config
+from medsight.node.serve import Node
+from medsight.node.worker import Worker
+from medsight.store.jobs import JobQueue
+from tests.pacs.conftest import orthanc_server
+
+from .conftest import send_files, wait_for, write_node_config, write_series
+
+
+def _instances(pacs, study_uid: str) -> list[dict]:
+    found = requests.post(f"{pacs.http}/tools/find", auth=(pacs.user, pacs.password), timeout=30,
+                          json={"Level": "Instance", "Query": {"StudyInstanceUID": study_uid}, "Expand": True})
+    found.raise_for_status()
+    return found.json()
+
+
+def test_results_reach_orthanc_once_after_a_redone_job(tmp_path, node_run):
+    with orthanc_server(tmp_path / "orthanc", dicom=True) as pacs:
+        destination = {"ae_title": pacs.aet, "host": "127.0.0.1", "port": pacs.dicom_port}
+        path = write_node_config(tmp_path, node_run, destination, quiet_seconds=1)
+        ct = write_series(tmp_path / "ct", n=2)
+        study = pydicom.dcmread(ct[0]).StudyInstanceUID
+        node = Node(load_node_config(path)).start()
+        try:
+            assert send_files(node.port, ct) == [0, 0]
+            queue = JobQueue(node.db)
+            wait_for(lambda: queue.with_status("queued"), 30, "the job to be queued")
+            doomed = Worker(node.cfg.model_copy(update={"lease_seconds": 0.5}), node.db, name="doomed")
+            first = doomed.process(doomed.queue.claim(doomed.name))  # sent, then killed before done
+            survivor = Worker(node.cfg, node.db, doomed.models, name="survivor")
+            job = wait_for(lambda: survivor.run_one(), 10, "the expired job to be claimed again")
+            assert queue.get(job.id).status == "done"
+        finally:
+            node.stop()
+        stored = _instances(pacs, study)
+    assert sorted(i["MainDicomTags"]["SOPInstanceUID"] for i in stored) == sorted(str(ds.SOPInstanceUID)
+                                                                                  for ds in first)
