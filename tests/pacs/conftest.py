@@ -78,3 +78,16 @@ def uploaded(orthanc) -> dict[str, pydicom.Dataset]:
     datasets = {name: pydicom.dcmread(get_testdata_file(f"{name}_small.dcm")) for name in ("CT", "MR")}
     store(connect(orthanc.url, orthanc.user, orthanc.password), list(datasets.values()))
     return datasets
+
+
+@pytest.fixture(scope="session")
+def trained_run(trained_run, tmp_path_factory):
+    """The shared classifier without its input guard: these tests are about the PACS exchange,
+    and pydicom's real CT and MR studies they send are foreign to a synthetic-CT model (the
+    guard refuses them; tests/inference/test_guard.py tests that)."""
+    from medsight.inference.guard import PROFILE_FILE
+
+    run = tmp_path_factory.mktemp("pacs-run") / "run"
+    shutil.copytree(trained_run, run)
+    (run / PROFILE_FILE).unlink(missing_ok=True)
+    return run
