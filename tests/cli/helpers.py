@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from medsight.cli import app
 
 METRIC_KEYS = ("auc", "accuracy", "sensitivity", "specificity", "f1")
-COMMANDS = ("train", "evaluate", "predict", "demo", "deid")
+COMMANDS = ("train", "evaluate", "predict", "demo", "deid", "listen", "work")
 
 # A run in a few seconds.
 TINY_YAML = """\
