@@ -16,8 +16,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
-from monai.transforms import KeepLargestConnectedComponent
+from scipy import ndimage
 
 from medsight.inference.engine import file_sha256
 from medsight.runtime.checkpoint import BEST
@@ -47,8 +48,18 @@ def _read(path_str: str, _mtime: int, checkpoint_str: str, _stamp: int, names: t
 
 
 def keep_largest(labels: torch.Tensor, classes: Sequence[int]) -> torch.Tensor:
-    """``labels`` ``(1, *S)`` with all but the largest component of each of ``classes`` set to 0."""
+    """``labels`` ``(1, *S)`` with all but the largest component of each of ``classes`` set to 0.
+
+    Components connect through faces, edges and corners, as lesions do (``lesions.py``).
+    (MONAI's KeepLargestConnectedComponent does the same but needs scikit-image on a CPU.)"""
     if not classes:
         return labels
-    keep = KeepLargestConnectedComponent(applied_labels=list(classes), is_onehot=False, independent=True)
-    return torch.as_tensor(keep(labels)).to(labels.dtype)
+    out = labels.clone()
+    array = labels[0].cpu().numpy()
+    for k in classes:
+        components, n = ndimage.label(array == k, structure=np.ones((3,) * array.ndim, dtype=bool))
+        if n > 1:
+            sizes = np.bincount(components.ravel())[1:]
+            smaller = (components > 0) & (components != int(np.argmax(sizes)) + 1)
+            out[0][torch.from_numpy(smaller)] = 0
+    return out
