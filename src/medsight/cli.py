@@ -18,6 +18,7 @@ from medsight.cli_cache import cache_app
 from medsight.cli_common import state, user_errors
 from medsight.cli_node import register as register_node
 from medsight.cli_pacs import pacs_app
+from medsight.cli_serve import register as register_serve
 from medsight.errors import MedsightError
 
 app = typer.Typer(
@@ -358,46 +359,11 @@ def deid(
         raise typer.Exit(2)
 
 
-@app.command()
-@user_errors
-def serve(
-    runs: list[str] = typer.Argument(..., metavar="RUN...", help="Run folders to serve (NAME=FOLDER to name one)."),
-    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
-    port: int = typer.Option(8000, help="Port to listen on."),
-    api_key: Optional[str] = typer.Option(None, "--api-key", help="Key clients send in the X-API-Key header."),
-    api_key_file: Optional[Path] = typer.Option(None, "--api-key-file", help="File holding the key (production: not visible in ps)."),
-    open_: bool = typer.Option(False, "--open", help="No API key (refused unless --host is loopback)."),
-    max_upload_mb: float = typer.Option(64, help="Largest accepted request body, MiB (413 past it)."),
-    workers: int = typer.Option(2, help="Inference threads."),
-    queue: int = typer.Option(32, help="Requests allowed to wait for a worker before 503."),
-    require_deidentified: bool = typer.Option(False, "--require-deidentified", help="Refuse DICOM without PatientIdentityRemoved=YES."),
-    pacs_url: Optional[str] = typer.Option(None, "--pacs-url", help="DICOMweb root of the PACS for /v1/pacs/run."),
-    pacs_user: Optional[str] = typer.Option(None, "--pacs-user", help="PACS user (HTTP basic auth)."),
-    pacs_password_file: Optional[Path] = typer.Option(None, "--pacs-password-file", help="File holding the PACS password."),
-    db: Optional[str] = typer.Option(None, "--db", help="Audit every prediction in this database (sqlite:///PATH, "
-                                     "postgresql://... or 'default'); the caller is the API key's id."),
-) -> None:
-    """Serve models over HTTP: REST API (/v1/predict, /docs) and the web viewer (/viewer/).
-
-    Example: medsight serve runs/demo --port 8000 --api-key-file /etc/medsight/key
-    """
-    from medsight.service.server import serve as run_server
-    from medsight.service.settings import MIB, PacsSettings, ServiceSettings, read_secret, resolve_api_key
-
-    pacs = None
-    if pacs_url:
-        pacs = PacsSettings(pacs_url, pacs_user, read_secret(None, pacs_password_file, "PACS password"))
-    settings = ServiceSettings(api_key=resolve_api_key(api_key, api_key_file), open_access=open_,
-                               max_upload_bytes=int(max_upload_mb * MIB), workers=workers, queue_size=queue,
-                               require_deidentified=require_deidentified, pacs=pacs,
-                               audit_db=db)
-    run_server(runs, host, port, settings)
-
-
 app.add_typer(pacs_app, name="pacs")
 app.add_typer(cache_app, name="cache")
 app.add_typer(audit_app, name="audit")
 register_node(app)
+register_serve(app)
 
 
 def _summary_line(metrics: dict) -> str:
