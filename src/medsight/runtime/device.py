@@ -19,10 +19,12 @@ import torch
 from torch import nn
 
 from medsight.errors import ConfigError
+from medsight.runtime.mixed import keep_head_fp32
 
 log = logging.getLogger(__name__)
 PRECISION_ENV = "MEDSIGHT_PRECISION"
 PRECISIONS = ("auto", "bf16", "fp32")
+FP32_HEAD = True  # bench/bf16_accuracy.py switches it off to measure what it is worth
 
 
 @functools.lru_cache(maxsize=None)
@@ -34,18 +36,36 @@ def cpu_has_native_bf16() -> bool:
         return False
 
 
-def cpu_description() -> dict:
-    """The CPU kind, for benchmark tables: model name and native bf16."""
-    model = "unknown"
+@functools.lru_cache(maxsize=None)
+def _cpuinfo() -> tuple[str, frozenset[str]]:
+    model, flags = "unknown", frozenset()
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
-                if line.startswith("model name"):
+                if line.startswith("model name") and model == "unknown":
                     model = line.split(":", 1)[1].strip()
-                    break
+                elif line.startswith("flags") and not flags:
+                    flags = frozenset(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return {"model": model, "bf16_native": cpu_has_native_bf16()}
+    return model, flags
+
+
+def cpu_kind() -> str:
+    """The CPU kind, as far as kernels differ: ``amx`` (Intel AMX: bf16 and int8 matrix units),
+    ``avx512-bf16`` (e.g. AMD Zen 4), ``avx512``, ``avx2`` or what torch reports otherwise.
+    Engine choices (int8 and bf16 rounding) hold for one kind only."""
+    flags = _cpuinfo()[1]
+    if "amx_bf16" in flags:
+        return "amx"
+    if "avx512_bf16" in flags:
+        return "avx512-bf16"
+    return torch.backends.cpu.get_cpu_capability().lower()
+
+
+def cpu_description() -> dict:
+    """The CPU kind, for benchmark tables: model name, kind and native bf16."""
+    return {"model": _cpuinfo()[0], "kind": cpu_kind(), "bf16_native": cpu_has_native_bf16()}
 
 
 def available_cores() -> int:
@@ -113,6 +133,10 @@ class Runtime:
         return {4: torch.channels_last, 5: torch.channels_last_3d}.get(ndim, torch.contiguous_format)
 
     def model(self, model: nn.Module, spatial_dims: int) -> nn.Module:
+        """``model`` on this device and layout; under bf16 its last linear layer stays fp32
+        (runtime/mixed.py says why)."""
+        if self.bf16 and FP32_HEAD:
+            keep_head_fp32(model)
         return model.to(self.device, memory_format=self.memory_format(spatial_dims + 2))
 
     def batch(self, x: torch.Tensor) -> torch.Tensor:
