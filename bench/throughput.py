@@ -12,11 +12,14 @@ train (images/s)
             CPU's best precision, progress bar; epoch extras (BatchNorm re-estimation,
             validation) are timed separately and shown as a share of the epoch
   bare      the model step alone at the best precision on one batch already in memory
-infer (images/s)
+infer (images/s), on the model the trainer just trained
   plain     model.eval(), torch.no_grad(), fp32, a DataLoader with per-sample normalisation
-  medsight  the engine predict uses, from the same uint8 images (batched normalisation),
-            after ``medsight export`` (ONNX Runtime, fp32); the PyTorch engine and the int8
-            export (``--quantize int8``) are shown beside it
+  medsight  the engine predict uses by default after ``medsight export`` on this CPU, from the
+            same uint8 images (batched normalisation): the fastest of PyTorch (fp32, and bf16
+            where native), ONNX Runtime and OpenVINO that changes no validation decision of fp32
+            PyTorch's (inference/engine_choice.py); ``infer_img_s.engine`` names it. Every
+            engine is listed beside it with the decisions it changed, int8 (``--quantize
+            int8``) too
 
 The variants alternate (A, B, C, A, B, C, ...) and the table gives medians, because this
 machine's speed varies by +-30% from run to run. The CPU kind is printed with the figures.
@@ -25,6 +28,7 @@ machine's speed varies by +-30% from run to run. The CPU kind is printed with th
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import sys
@@ -114,6 +118,37 @@ def medsight_infer(engine, images_u8: np.ndarray) -> float:
     return len(images_u8) / (time.perf_counter() - t0)
 
 
+def inference_engines(model, best, x_all: torch.Tensor, tmp: Path) -> dict:
+    """Every engine medsight may choose for ``model`` on this CPU, by engine_choice.py's names."""
+    from medsight.inference.engine import OnnxEngine, OpenVinoEngine
+    from medsight.inference.export import quantize_onnx_int8
+    from medsight.runtime import Runtime
+    from medsight.runtime.engine import TorchEngine
+    from medsight.utils.extras import available
+
+    onnx_path, int8_path = tmp / "model.onnx", tmp / "model.int8.onnx"
+    torch.onnx.export(model, (x_all[:2],), onnx_path, input_names=["image"], output_names=["logits"],
+                      dynamic_axes={"image": {0: "batch"}}, opset_version=17, dynamo=False)
+    quantize_onnx_int8(onnx_path, int8_path, x_all[:256].numpy())
+    fp32 = Runtime.create("fp32", threads=best.threads)
+    engines = {"pytorch-fp32": TorchEngine(copy.deepcopy(model), fp32)}
+    if best.bf16:
+        engines["pytorch-bf16"] = TorchEngine(best.model(copy.deepcopy(model), 2), best)
+    engines["onnxruntime"] = OnnxEngine(onnx_path, best.threads)
+    if available("openvino"):
+        engines[f"openvino-{best.precision}"] = OpenVinoEngine(onnx_path, best.threads, best.bf16)
+    engines["onnxruntime-int8"] = OnnxEngine(int8_path, best.threads, "onnxruntime-int8")
+    return engines
+
+
+def decision_changes(engines: dict, x: torch.Tensor) -> dict[str, int]:
+    """Per engine, the validation images whose predicted class differs from fp32 PyTorch's."""
+    from medsight.runtime.engine import run_batches
+
+    reference = run_batches(engines["pytorch-fp32"], x).argmax(1)
+    return {n: int((run_batches(e, x).argmax(1) != reference).sum()) for n, e in engines.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", type=Path, default=ROOT / "configs" / "breastmnist.yaml")
@@ -124,11 +159,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from medsight.config import load_config
     from medsight.data.prepared import PreparedSplit
-    from medsight.inference.engine import OnnxEngine
-    from medsight.inference.export import quantize_onnx_int8
     from medsight.models import build_model
     from medsight.runtime import Runtime, cpu_description
-    from medsight.runtime.engine import TorchEngine
     from medsight.training.batchnorm import recalibrate_batchnorm
     from medsight.training.classification import ClassificationTask, augmenter
     from medsight.training.trainer import Trainer, epoch_seed
@@ -159,18 +191,6 @@ def main(argv: list[str] | None = None) -> int:
     # (c) bare step
     bare_model = fresh(best)
     xb, yb = x_all[:bs].contiguous(), y_all[:bs]
-    # inference
-    infer_loader = torch.utils.data.DataLoader(PlainDataset(images, labels), batch_size=64)
-    onnx_path = Path(tmp.name) / "model.onnx"
-    plain_model.eval()
-    torch.onnx.export(plain_model, (xb[:2],), onnx_path, input_names=["image"], output_names=["logits"],
-                      dynamic_axes={"image": {0: "batch"}}, opset_version=17, dynamo=False)
-    onnx = OnnxEngine(onnx_path, best.threads)
-    int8_path = Path(tmp.name) / "model.int8.onnx"
-    quantize_onnx_int8(onnx_path, int8_path, x_all[:256].numpy())
-    int8 = OnnxEngine(int8_path, best.threads)
-    torch_engine = TorchEngine(fresh(best).eval(), best)
-
     def batches_only(epoch: int) -> float:
         """Batching + augmentation alone (what the trainer does besides the model step)."""
         t0 = time.perf_counter()
@@ -190,12 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     plain_train(plain_model, plain_loader, 1)  # warm-ups (oneDNN kernel choice)
     bare_train(bare_model, best, xb, yb, 2)
     medsight_epoch_parts(0)
-    plain_infer(plain_model, infer_loader)
-    medsight_infer(onnx, images)
-    medsight_infer(torch_engine, images)
-    medsight_infer(int8, images)
-    rates: dict[str, list[float]] = {k: [] for k in ("plain", "medsight", "bare", "extra", "iplain", "ionnx",
-                                                      "itorch", "iint8", "data")}
+    rates: dict[str, list[float]] = {k: [] for k in ("plain", "medsight", "bare", "extra", "data")}
     for r in range(args.rounds):
         rates["plain"].append(plain_train(plain_model, plain_loader, steps))
         rate, extra = medsight_epoch_parts(r + 1)
@@ -203,14 +218,29 @@ def main(argv: list[str] | None = None) -> int:
         rates["extra"].append(extra)
         rates["bare"].append(bare_train(bare_model, best, xb, yb, steps))
         rates["data"].append(batches_only(r + 1))
-        rates["iplain"].append(plain_infer(plain_model, infer_loader))
-        rates["ionnx"].append(medsight_infer(onnx, images))
-        rates["itorch"].append(medsight_infer(torch_engine, images))
-        rates["iint8"].append(medsight_infer(int8, images))
-        print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
+        print(f"train round {r + 1}/{args.rounds} done", file=sys.stderr)
     med = {k: statistics.median(v) for k, v in rates.items()}
+
+    # Inference, on the model medsight just trained (a few epochs: decisions are not coin flips).
+    model = copy.deepcopy(trainer.model).float().to(memory_format=torch.contiguous_format).eval()
+    engines = inference_engines(model, best, x_all, Path(tmp.name))
+    infer_loader = torch.utils.data.DataLoader(PlainDataset(images, labels), batch_size=64)
+    plain_infer(model, infer_loader)
+    for engine in engines.values():
+        medsight_infer(engine, images)
+    irates: dict[str, list[float]] = {k: [] for k in ["plain", *engines]}
+    for r in range(args.rounds):
+        irates["plain"].append(plain_infer(model, infer_loader))
+        for name, engine in engines.items():
+            irates[name].append(medsight_infer(engine, images))
+        print(f"inference round {r + 1}/{args.rounds} done", file=sys.stderr)
+    imed = {k: round(statistics.median(v), 1) for k, v in irates.items()}
+    flips = decision_changes(engines, x_all[:n_val])
+    # predict's default after `medsight export`: the fastest engine that changes no validation
+    # decision (inference/engine_choice.py); int8 needs `--quantize int8`, so it is shown beside
+    default = max((n for n in engines if n != "onnxruntime-int8" and flips[n] == 0), key=lambda n: imed[n])
     cpu = cpu_description()
-    result = {"cpu": {"bf16_native": cpu["bf16_native"], "model": cpu["model"],
+    result = {"cpu": {"bf16_native": cpu["bf16_native"], "model": cpu["model"], "kind": cpu["kind"],
                       "torch_capability": torch.backends.cpu.get_cpu_capability()},
               "precision": best.precision, "threads": best.threads, "data": source,
               "model": f"{name} {opts}", "batch_size": bs,
@@ -218,9 +248,12 @@ def main(argv: list[str] | None = None) -> int:
                               "bare": round(med["bare"], 1)},
               "epoch_extras_share": round(med["extra"], 3),
               "batching_augmentation_img_s": round(med["data"], 1),
-              "infer_img_s": {"plain": round(med["iplain"], 1), "medsight": round(med["ionnx"], 1),
-                              "medsight_pytorch": round(med["itorch"], 1),
-                              "medsight_int8": round(med["iint8"], 1)}}
+              "infer_img_s": {"plain": imed["plain"], "medsight": imed[default], "engine": default,
+                              "medsight_pytorch": imed[f"pytorch-{best.precision}"],
+                              "medsight_onnxruntime": imed["onnxruntime"],
+                              "medsight_int8": imed["onnxruntime-int8"],
+                              "engines": {n: imed[n] for n in engines}},
+              "decisions_changed_on_val": flips, "val_images": n_val}
     print_table(result, args.rounds)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
@@ -242,11 +275,12 @@ def print_table(r: dict, rounds: int) -> None:
           f"{t['medsight'] / r['batching_augmentation_img_s']:.1%} of the training pass;")
     print(f"{'':<10} BatchNorm re-estimation + validation: {r['epoch_extras_share']:.0%} of a medsight epoch)")
     print(f"{'infer':<10}{'plain PyTorch loop (fp32)':<34}{i['plain']:>9.0f}{1:>9.2f}x")
-    print(f"{'':<10}{'medsight (ONNX Runtime)':<34}{i['medsight']:>9.0f}{i['medsight'] / i['plain']:>9.2f}x")
-    print(f"{'':<10}{'medsight (PyTorch engine)':<34}{i['medsight_pytorch']:>9.0f}"
-          f"{i['medsight_pytorch'] / i['plain']:>9.2f}x")
-    print(f"{'':<10}{'medsight (ONNX Runtime, int8)':<34}{i['medsight_int8']:>9.0f}"
-          f"{i['medsight_int8'] / i['plain']:>9.2f}x")
+    print(f"{'':<10}{'medsight (default: ' + i['engine'] + ')':<34}{i['medsight']:>9.0f}"
+          f"{i['medsight'] / i['plain']:>9.2f}x")
+    for name, rate in i["engines"].items():
+        changed = r["decisions_changed_on_val"][name]
+        print(f"{'':<12}{name:<32}{rate:>9.0f}{rate / i['plain']:>9.2f}x   "
+              f"{changed} of {r['val_images']} val decisions changed")
 
 
 if __name__ == "__main__":

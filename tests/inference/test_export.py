@@ -15,6 +15,7 @@ from medsight.inference.export import export_run, int8_check
 from medsight.inference.load import load_run
 from medsight.runtime import PRECISION_ENV, Runtime
 from medsight.runtime.engine import TorchEngine, run_batches
+from medsight.runtime.run_folder import ENGINE_FILE
 
 
 @pytest.fixture
@@ -43,7 +44,8 @@ def test_predict_uses_the_export_and_gives_the_same_answers(run_copy, tmp_path, 
     torch_results = predict_paths(run_copy, files, tmp_path / "torch", heatmaps=False).results
     tolerance = 1e-4
     export_run(run_copy)
-    assert load_run(run_copy).engine.name == "onnxruntime"
+    record = json.loads((run_copy / ENGINE_FILE).read_text())
+    assert "onnxruntime" in record["candidates"] and load_run(run_copy).engine.name == record["engine"]
     onnx_results = predict_paths(run_copy, files, tmp_path / "onnx", heatmaps=True).results
     for a, b in zip(torch_results, onnx_results):
         assert a["label"] == b["label"]
@@ -77,7 +79,11 @@ def test_int8_export_is_validated_and_recorded(run_copy, monkeypatch):
     assert check["val_images"] == 100
     assert 0.5 < check["auc_int8"] <= 1 and 0 <= check["decisions_flipped"] <= 1
     assert check["max_probability_change"] < 0.5  # the quantised model is the same model, roughly
-    assert load_run(run_copy).engine.name == "onnxruntime"
+    # int8 is a candidate for the default engine, chosen only if it changes no decision on this CPU
+    record = json.loads((run_copy / ENGINE_FILE).read_text())
+    assert "onnxruntime-int8" in record["candidates"] and "onnxruntime" not in record["candidates"]
+    assert record["candidates"][record["engine"]]["flips"] == 0
+    assert load_run(run_copy).engine.name == record["engine"]
     assert not list(run_copy.glob("*.pre.onnx")) and not list(run_copy.glob("*.int8.onnx"))
 
 

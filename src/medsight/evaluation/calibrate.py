@@ -9,7 +9,8 @@ Writes ``RUN/calibration.json``, which predict, evaluate and the service then us
     tta: {views, temperature, ece_*, nll_*, review_threshold}   the same for test-time augmentation
     checkpoint_sha256                    the checkpoint it was fitted on (stale otherwise)
 
-It runs by itself at the end of every classification training. The review threshold is chosen
+It runs by itself at the end of every classification training, and then chooses the engine
+predict uses on this CPU (``inference/engine_choice.py``: ``RUN/engine.json``). The review threshold is chosen
 on calibrated probabilities, so at the default fraction about one case in ten of a population
 like the validation split is flagged; ``evaluation.review_threshold`` in the config overrides it.
 """
@@ -25,8 +26,9 @@ from medsight.data.prepared import PreparedSplit, prepare_data
 from medsight.data.registry import build_dataset
 from medsight.errors import ConfigError
 from medsight.evaluation.calibration import expected_calibration_error
-from medsight.inference.calibration import CALIBRATION_FILE, calibrated_softmax, fit_temperature, nll
+from medsight.inference.calibration import CALIBRATION_FILE, calibrated_softmax, fit_temperature, nll, read_calibration
 from medsight.inference.engine import file_sha256
+from medsight.inference.engine_choice import choose_engine
 from medsight.inference.guard_profile import FLAG_FRACTION, fit_profile
 from medsight.inference.load import LoadedRun, load_run
 from medsight.inference.uncertainty import normalised_entropy, review_threshold
@@ -82,6 +84,9 @@ def calibrate_run(run_dir: str | Path, val: PreparedSplit | None = None, review_
              result["nll_after"], len(y))
     if profile and loaded.clinical is None:  # fused runs' features hold the table too: not profiled
         fit_profile(loaded, train if train is not None else val_split(loaded, "train"), val, ood_fraction)
+    if loaded.clinical is None:  # fused runs (images + table) run in PyTorch only
+        loaded.calibration = read_calibration(run_dir, checkpoint_path(run_dir, BEST))
+        choose_engine(loaded, val.images)
     return result
 
 

@@ -14,6 +14,9 @@ of more than ``INT8_BORDERLINE``; the figures go into ``export.json``.
 Why both flip rules: int8 kernels round differently on each ISA (AVX2, VNNI, AMX), so a
 case that fp32 puts at 0.49 may land at 0.51; such a borderline case is one a clinical
 workflow refers for review anyway. A confident decision that changes is a different model.
+
+After an export, the engine predict uses is chosen again (``engine_choice.py``): the export's
+engines join the candidates, and the fastest that changes no validation decision is kept.
 """
 
 from __future__ import annotations
@@ -30,11 +33,13 @@ import torch
 
 from medsight.errors import ConfigError, MedsightError
 from medsight.inference.engine import EXPORT_FILE, ONNX_FILE, OnnxEngine, file_sha256
+from medsight.inference.engine_choice import choose_engine
 from medsight.inference.load import load_run
 from medsight.runtime.checkpoint import BEST
 from medsight.runtime.engine import run_batches
 from medsight.runtime.ensemble_folder import run_task
 from medsight.runtime.run_folder import checkpoint_path
+from medsight.tasks import CLASSIFICATION
 from medsight.utils.atomic import atomic_path, write_json
 from medsight.utils.extras import require
 
@@ -87,11 +92,25 @@ def export_run(run_dir: str | Path, fmt: str = "onnx", quantize: str | None = No
             raise MedsightError(f"{run_dir}: the ONNX export differs from PyTorch by {diff:.2e} "
                                 f"(more than {TOLERANCE:g}); not written")
         meta["max_abs_difference"] = diff
+        splits = _splits(run, ("train", "val") if quantize == "int8" else ("val",))
         if quantize == "int8":
-            meta["int8_validation"] = _quantize_int8(run, tmp)
+            meta["int8_validation"] = _quantize_int8(run, tmp, splits["train"], splits["val"])
     write_json(run_dir / EXPORT_FILE, meta)
     log.info("exported %s (%s; max |ONNX - PyTorch| = %.1e)", out, meta["precision"], diff)
+    if kind is CLASSIFICATION:  # which engine predict uses, now that the export is one of them
+        choose_engine(load_run(run_dir, prefer_onnx=False), splits["val"].images)
     return out
+
+
+def _splits(run, names: tuple[str, ...]) -> dict:
+    """The run's ``names`` splits, preprocessed as the model expects."""
+    from medsight.data.prepared import prepare_data
+    from medsight.data.registry import build_dataset
+
+    cfg = run.inference_config()
+    prepared, _ = prepare_data(build_dataset(cfg.data, cfg.train.seed), cfg, names,
+                               channels=int(run.plan["in_channels"]))
+    return prepared
 
 
 def quantize_onnx_int8(src: Path, dst: Path, calibration: "np.ndarray") -> None:
@@ -115,17 +134,11 @@ def quantize_onnx_int8(src: Path, dst: Path, calibration: "np.ndarray") -> None:
         pre.unlink(missing_ok=True)
 
 
-def _quantize_int8(run, onnx_path: Path) -> dict:
+def _quantize_int8(run, onnx_path: Path, train, val) -> dict:
     """Quantise ``onnx_path`` in place, calibrated on training images and checked on val."""
-    from medsight.data.prepared import prepare_data
-    from medsight.data.registry import build_dataset
-    cfg = run.inference_config()
-    data = build_dataset(cfg.data, cfg.train.seed)
-    prepared, _ = prepare_data(data, cfg, ("train", "val"), channels=int(run.plan["in_channels"]))
     q = onnx_path.with_suffix(".int8.onnx")
     try:
-        quantize_onnx_int8(onnx_path, q, prepared["train"].images[:CALIBRATION_IMAGES].numpy())
-        val = prepared["val"]
+        quantize_onnx_int8(onnx_path, q, train.images[:CALIBRATION_IMAGES].numpy())
         p32 = torch.softmax(run_batches(OnnxEngine(onnx_path, run.runtime.threads), val.images), 1).numpy()
         p8 = torch.softmax(run_batches(OnnxEngine(q, run.runtime.threads), val.images), 1).numpy()
         report, problem = int8_check(val.labels.numpy(), p32, p8, run.threshold() if p32.shape[1] == 2 else None)

@@ -15,6 +15,7 @@ from medsight.data.prepared import PreparedSplit
 from medsight.errors import ConfigError
 from medsight.inference.calibration import Calibration, calibrated_softmax, read_calibration, rescale_threshold
 from medsight.inference.engine import OnnxEngine, exported_model
+from medsight.inference.engine_choice import recorded_engine
 from medsight.inference.ensemble import EnsembleEngine
 from medsight.inference.tta import IDENTITY, View, tta_views, view_logits
 from medsight.models import build_model
@@ -37,7 +38,7 @@ class LoadedRun:
     plan: dict
     model: nn.Module
     runtime: Runtime
-    engine: Engine  # the forward pass used for predictions (PyTorch or ONNX Runtime)
+    engine: Engine  # the forward pass used for predictions (inference/engine_choice.py)
     calibration: Calibration | None = None  # RUN/calibration.json (temperature, review thresholds)
     members: list["LoadedRun"] = field(default_factory=list)  # an ensemble's runs
     _preprocess: Compose | None = field(default=None, init=False, repr=False)
@@ -126,7 +127,8 @@ class LoadedRun:
 
 
 def load_run(run_dir: str | Path, checkpoint: str = BEST, prefer_onnx: bool = True) -> LoadedRun:
-    """A run ready to predict; its ONNX export runs the forward pass when there is a current one.
+    """A run ready to predict, on the engine ``engine.json`` chose for this CPU (else its current
+    ONNX export, else PyTorch); ``prefer_onnx=False``: PyTorch at the run's precision.
 
     An ensemble folder (``ensemble.json``) loads every member; its engine averages them."""
     run_dir = Path(run_dir)
@@ -154,5 +156,7 @@ def load_run(run_dir: str | Path, checkpoint: str = BEST, prefer_onnx: bool = Tr
     model = runtime.model(model, plan["spatial_dims"]).eval()
     onnx = exported_model(run_dir, checkpoint_file) if prefer_onnx else None
     engine = OnnxEngine(onnx, runtime.threads) if onnx else TorchEngine(model, runtime)
-    calibration = read_calibration(run_dir, checkpoint_file)
-    return LoadedRun(run_dir, cfg, plan, model, runtime, engine, calibration)
+    run = LoadedRun(run_dir, cfg, plan, model, runtime, engine, read_calibration(run_dir, checkpoint_file))
+    if prefer_onnx and checkpoint == BEST:  # the engine checked fastest on this CPU (engine_choice.py)
+        run.engine = recorded_engine(run) or engine
+    return run

@@ -11,8 +11,9 @@ from medsight.runtime.device import (
     available_cores,
     cpu_description,
     cpu_has_native_bf16,
+    cpu_kind,
     resolve_precision,
 )
 
-__all__ = ["PRECISION_ENV", "Runtime", "available_cores", "cpu_description", "cpu_has_native_bf16",
+__all__ = ["PRECISION_ENV", "Runtime", "available_cores", "cpu_description", "cpu_has_native_bf16", "cpu_kind",
            "resolve_precision"]

@@ -35,7 +35,7 @@ CHECKPOINTS_DIR, LAST, BEST = "checkpoints", "last.pt", "best.pt"
 HISTORY_FILE, CURVES_FILE = "metrics.jsonl", "training_curves.png"
 METRICS_FILE, REPORT_FILE, DECISION_FILE = "metrics.json", "report.html", "decision.json"
 CALIBRATION_FILE, ONNX_FILE, EXPORT_FILE = "calibration.json", "model.onnx", "export.json"
-ENSEMBLE_FILE, POSTPROCESSING_FILE = "ensemble.json", "postprocessing.json"
+ENSEMBLE_FILE, POSTPROCESSING_FILE, ENGINE_FILE = "ensemble.json", "postprocessing.json", "engine.json"
 # plan.json's layout; plans written before it was recorded (no key) are version 0 and still load
 PLAN_SCHEMA_VERSION = 1
 
@@ -65,6 +65,7 @@ class RunFolder:
     export = _file(EXPORT_FILE)
     ensemble = _file(ENSEMBLE_FILE)
     postprocessing = _file(POSTPROCESSING_FILE)
+    engine = _file(ENGINE_FILE)
     lock = _file(LOCK_FILE)
     checkpoints = _file(CHECKPOINTS_DIR)
 
