@@ -34,6 +34,7 @@ def test_rerun_skips_finished_inputs_and_redoes_changed_ones(trained_run, folder
     assert seen == [changed] and third.resumed == 17
     summary = json.loads((out / SUMMARY_FILE).read_text())
     assert summary["predicted"] == 18 and summary["failed"] == 0
+    assert summary["engine"] == json.loads((trained_run / "engine.json").read_text())["engine"]  # recorded
 
 
 def test_a_torn_journal_line_from_a_kill_is_dropped_and_redone(trained_run, folder, tmp_path):
