@@ -101,3 +101,18 @@ def test_resume_without_a_run(tiny_yaml, tmp_path):
 
 # --- evaluate ------------------------------------------------------------------------------
 
+
+
+def test_overwrite_drops_what_was_fitted_on_the_old_model(tiny_yaml, tmp_path):
+    from medsight.config import load_config
+    from medsight.runtime.run_folder import DECISION_FILE, DERIVED_FILES, ENGINE_FILE
+    from medsight.training.run import train_run
+
+    run = tmp_path / "run"
+    cfg = load_config(tiny_yaml, ["train.epochs=1"])
+    train_run(cfg, run)
+    (run / DECISION_FILE).write_text('{"threshold": 0.01}')  # chosen for the old model
+    (run / ENGINE_FILE).write_text("{}")
+    train_run(cfg, run, overwrite=True)
+    assert not any((run / name).exists() for name in DERIVED_FILES)
+    assert (run / "checkpoints" / "best.pt").is_file()

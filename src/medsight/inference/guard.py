@@ -41,9 +41,9 @@ from torch import nn
 
 from medsight.errors import ForeignInputError
 from medsight.inference.load import LoadedRun
+from medsight.runtime.run_folder import PROFILE_FILE
 
 log = logging.getLogger(__name__)
-PROFILE_FILE = "input_profile.json"
 # Mean per-pixel colour spread (max - min over channels, over the image's range) above which an
 # image counts as a colour picture; a grey image saved as RGB has 0, the colour photographs and
 # fundus images of bench/guard.py 0.08 to 0.5.

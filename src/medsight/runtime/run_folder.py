@@ -36,6 +36,10 @@ HISTORY_FILE, CURVES_FILE = "metrics.jsonl", "training_curves.png"
 METRICS_FILE, REPORT_FILE, DECISION_FILE = "metrics.json", "report.html", "decision.json"
 CALIBRATION_FILE, ONNX_FILE, EXPORT_FILE = "calibration.json", "model.onnx", "export.json"
 ENSEMBLE_FILE, POSTPROCESSING_FILE, ENGINE_FILE = "ensemble.json", "postprocessing.json", "engine.json"
+PROFILE_FILE = "input_profile.json"
+# what is fitted on or made from a trained model: stale once the model is trained again
+DERIVED_FILES = (CALIBRATION_FILE, DECISION_FILE, ONNX_FILE, EXPORT_FILE, ENGINE_FILE, POSTPROCESSING_FILE,
+                 PROFILE_FILE, METRICS_FILE, REPORT_FILE)
 # plan.json's layout; plans written before it was recorded (no key) are version 0 and still load
 PLAN_SCHEMA_VERSION = 1
 

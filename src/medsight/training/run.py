@@ -31,6 +31,7 @@ from medsight.runtime.distributed import Distributed, from_environment, shutdown
 from medsight.runtime.ensemble_folder import write_ensemble
 from medsight.runtime.run_folder import (
     CONFIG_FILE,
+    DERIVED_FILES,
     RunFolder,
     checkpoint_path,
     lock_run_folder,
@@ -174,3 +175,5 @@ def _check_run_dir(run_dir: Path, cfg: RunConfig, resume: bool, overwrite: bool)
     if overwrite:
         for stale in RunFolder(run_dir).checkpoints.glob("*.pt"):
             stale.unlink()
+        for name in DERIVED_FILES:  # e.g. an old decision threshold must not apply to the new model
+            (run_dir / name).unlink(missing_ok=True)
