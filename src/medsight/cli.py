@@ -193,6 +193,7 @@ def predict(
         typer.echo(f"{len(report.results)} images: {labels}")
     done = len(report.results) - report.resumed
     timing = f", {1000 * report.seconds / done:.0f} ms per image" if done > 0 else ""
+    timing += f" on {report.engine}" if report.engine else ""
     typer.echo(f"wrote {out / PREDICTIONS_FILE}" + (f" ({report.resumed} resumed)" if report.resumed else "") + timing)
     for source, problem in report.failures:
         typer.echo(f"medsight: error: {source}: {problem}", err=True)
@@ -303,10 +304,16 @@ def export(
 
     Example: medsight export runs/demo --format onnx   (writes runs/demo/model.onnx)
     """
-    from medsight.inference.export import export_run
+    import json
 
-    path = export_run(run, format_, quantize)
+    from medsight.inference.export import export_run
+    from medsight.runtime.run_folder import RunFolder
+
+    path, choice = export_run(run, format_, quantize), RunFolder(run).engine
     typer.echo(f"wrote {path}")
+    if choice.is_file():  # classification runs: engine_choice.py
+        typer.echo(f"predict's engine on this CPU: {json.loads(choice.read_text())['engine']} (the fastest that changes "
+                   f"no validation decision; {choice})")
 
 
 @app.command()

@@ -105,3 +105,17 @@ def test_the_reference_engine_runs_in_fp32_on_any_cpu(run_copy):
     with torch.inference_mode():
         expected = run.model.float()(x)
     assert torch.allclose(ref(x), expected, atol=1e-5)
+
+
+def test_the_command_line_says_which_engine_runs(run_copy, tmp_path):
+    from tests.cli.helpers import invoke
+    from tests.inference.files import write_slice_files
+
+    exported = invoke("export", run_copy, "--format", "onnx")
+    assert exported.exit_code == 0, exported.stderr
+    chosen = _record(run_copy)["engine"]
+    assert f"predict's engine on this CPU: {chosen} " in exported.stdout
+    image = write_slice_files(tmp_path / "in")["png"]
+    predicted = invoke("predict", run_copy, image, "--out", tmp_path / "out", "--no-heatmap")
+    assert predicted.exit_code == 0 and f"on {chosen}" in predicted.stdout.splitlines()[-1]
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["engine"] == chosen

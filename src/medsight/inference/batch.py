@@ -53,6 +53,7 @@ class BatchReport:
     failures: list[tuple[str, str]] = field(default_factory=list)
     resumed: int = 0  # inputs found done by an earlier run
     seconds: float = 0.0
+    engine: str = ""  # the engine that ran the model (inference/engine_choice.py)
 
 
 def predict_paths(run_dir: Path, inputs: Sequence[Path], out_dir: Path, heatmaps: bool = True,
@@ -68,7 +69,6 @@ def predict_paths(run_dir: Path, inputs: Sequence[Path], out_dir: Path, heatmaps
     if heatmaps and method not in METHODS:
         raise ConfigError(f"unknown explanation method {method!r}; choose {', '.join(METHODS)}")
     run = load_run(run_dir)
-    log.info("engine: %s (inference/engine_choice.py)", run.engine.name)
     check_single_image(run)  # runs on several images or clinical values take --cases (cases.py)
     out_dir = Path(out_dir)
     paths = expand_inputs(list(inputs), run.spatial_dims)
@@ -102,7 +102,7 @@ def predict_paths(run_dir: Path, inputs: Sequence[Path], out_dir: Path, heatmaps
     results = [journal.get(p) for p in paths]
     results = [r for r in results if r is not None]
     write_json(out_dir / PREDICTIONS_FILE, results)
-    report = BatchReport(results, failures, len(paths) - len(todo), time.perf_counter() - t0)
+    report = BatchReport(results, failures, len(paths) - len(todo), time.perf_counter() - t0, run.engine.name)
     write_json(out_dir / SUMMARY_FILE, {**summary(report, len(paths)), "engine": run.engine.name,
                                         "tta_views": [v.name for v in run.views(tta)] if tta else None})
     done = max(len(todo), 1)
