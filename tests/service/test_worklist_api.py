@@ -5,66 +5,21 @@ patient name or ID in the answers or the log unless the operator asks for them."
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 
 import pytest
-from sqlalchemy import update
 
 from medsight.service.models import ModelRegistry
 from medsight.store import open_database
-from medsight.store.jobs import JobQueue, feedback_rows
-from medsight.store.tables import jobs
+from medsight.store.jobs import feedback_rows
 from medsight.store.worklist import triage_priority
 
 from .conftest import AUTH, KEY, client_for
-
-NAME, PATIENT_ID = "Doe^Jane", "PAT-SECRET-77"
-# (study, modality, received, outcome): outcome None = still queued, a str = failed with that error,
-# else (label, P(critical), uncertainty, out_of_distribution)
-SEED = [
-    ("1.2.1", "CT", "2025-03-01T08:00:00", ("nodule", 0.91, 0.2, False)),
-    ("1.2.2", "CT", "2025-03-01T09:00:00", ("no nodule", 0.05, 0.1, False)),
-    ("1.2.3", "CT", "2025-03-02T10:00:00", ("no nodule", 0.10, 0.9, False)),  # uncertain: raised
-    ("1.2.4", "MR", "2025-03-02T11:00:00", ("no nodule", 0.02, 0.05, True)),  # flagged input: raised
-    ("1.2.5", "CT", "2025-03-03T12:00:00", None),
-    ("1.2.6", "CR", "2025-03-03T13:00:00", "the input guard refused it: wrong modality"),
-    ("1.2.7", "CT", "2025-03-04T07:30:00", ("nodule", 0.62, 0.6, False)),
-]
-
-
-def _at(text: str) -> datetime:
-    return datetime.fromisoformat(text)
+from .worklist_data import NAME, PATIENT_ID, SEED, seed_worklist
 
 
 @pytest.fixture()
 def db_url(tmp_path) -> str:
-    url = f"sqlite:///{tmp_path / 'node.db'}"
-    db = open_database(url)
-    queue, pending = JobQueue(db, lease_seconds=3600), []
-    for study, modality, received, outcome in SEED:
-        job_id = queue.add(study, "/srv/runs/chest", series_uid=study + ".1", caller="SCANNER", modality=modality,
-                           patient_name=NAME, patient_id=PATIENT_ID, queued=False)
-        with db.transaction() as c:
-            c.execute(update(jobs).where(jobs.c.id == job_id).values(received_at=_at(received)))
-        if outcome is None:
-            pending.append(job_id)
-            continue
-        queue.release(job_id)
-        job = queue.claim("w", now=_at(received))
-        assert job.id == job_id
-        finished = _at(received).replace(minute=_at(received).minute + 7)
-        if isinstance(outcome, str):
-            queue.finish(job, outcome, now=finished)
-            continue
-        label, p, u, ood = outcome
-        queue.finish(job, now=finished, result={
-            "label": label, "probability": p, "uncertainty": u, "out_of_distribution": ood,
-            "probabilities": {"no nodule": 1 - p, "nodule": p}, "needs_review": u > 0.5 or ood,
-            "referenced_sop_instance_uid": study + ".1.1"})
-    for job_id in pending:
-        queue.release(job_id)
-    db.close()
-    return url
+    return seed_worklist(f"sqlite:///{tmp_path / 'node.db'}")
 
 
 @pytest.fixture()

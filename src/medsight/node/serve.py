@@ -20,8 +20,9 @@ log = logging.getLogger(__name__)
 class Node:
     """The SCP (``listen=True``), the quiet-series sweeper and ``cfg.workers`` worker threads.
 
-    ``start()`` opens the database, checks the destination answers C-ECHO and starts everything
-    in background threads; ``stop()`` ends them. ``wait()`` blocks until stopped (or Ctrl-C).
+    ``start()`` opens the database, checks the destination answers (C-ECHO, or a DICOMweb search)
+    and starts everything in background threads; ``stop()`` ends them. ``wait()`` blocks until
+    stopped (or Ctrl-C).
     """
 
     def __init__(self, cfg: NodeConfig, listen: bool = True, workers: int | None = None,
