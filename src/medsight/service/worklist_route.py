@@ -13,6 +13,7 @@ reader's comment (it may name a patient).
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 import time
@@ -79,7 +80,7 @@ def worklist_router(registry: ModelRegistry, settings: ServiceSettings, pool: In
             return "the service has no PACS to fetch the study from (start it with --pacs-url)"
         if served_for(registry, row.run) is None:
             return f"the service does not serve the model {FilePath(row.run).name!r} that read this study"
-        if not row.result or '"referenced_sop_instance_uid"' not in row.result:
+        if not json.loads(row.result or "{}").get("referenced_sop_instance_uid"):
             return f"job {row.id} does not name the image its finding refers to"
         return None
 
@@ -166,8 +167,6 @@ def worklist_router(registry: ModelRegistry, settings: ServiceSettings, pool: In
 
 def _view(served: ServedModel, settings: ServiceSettings, trail: AuditTrail | None, row: Any) -> tuple[dict, int]:
     """Retrieve the row's referenced instance from the PACS and diagnose it (on a worker thread)."""
-    import json
-
     from medsight.pacs.client import PacsError, connect, pacs_errors
     from medsight.service.app import audited
 
