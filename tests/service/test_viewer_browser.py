@@ -32,24 +32,39 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def browser_page(served, tmp_path_factory):
+def browser(tmp_path_factory):
+    """One headless Chromium for the module (playwright's sync API allows one running at a time)."""
     playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    profile = tmp_path_factory.mktemp("chromium")  # its caches and downloads stay in the test's folder
+    with playwright_api.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, downloads_path=str(profile))
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def open_page(browser, url: str, width: int = 1280):
+    """A new page on ``url``, and the list its script errors and console errors go to."""
+    page = browser.new_page(viewport={"width": width, "height": 800}, accept_downloads=True)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    page.goto(url + "/")
+    return page, errors
+
+
+@pytest.fixture(scope="module")
+def browser_page(served, browser):
     registry = ModelRegistry()
     registry.add(served.get("nodules"))
     registry.add(fake_lesion_model())
-    profile = tmp_path_factory.mktemp("chromium")  # its caches and downloads stay in the test's folder
-    with ServerThread(create_app(registry, ServiceSettings(api_key=KEY))) as server, \
-            playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, downloads_path=str(profile))
+    with ServerThread(create_app(registry, ServiceSettings(api_key=KEY))) as server:
+        page, errors = open_page(browser, server.url)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 800}, accept_downloads=True)
-            errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-            page.goto(server.url + "/")
             yield page, server, errors
         finally:
-            browser.close()
+            page.close()
 
 
 def canvas_stats(page) -> dict:
@@ -143,31 +158,23 @@ def test_segmentation_overlay_and_lesion_list(browser_page, slice_files):
 
 
 @pytest.fixture(scope="module")
-def single_model_page(served, tmp_path_factory):
-    """The viewer of a service with one model and a worklist database, in a fresh page."""
+def single_model_page(served, browser, tmp_path_factory):
+    """The viewer of a service with one model and a worklist database, in a page of its own."""
     from medsight.store import open_database
 
     from .worklist_data import seed_worklist
 
-    playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
     registry = ModelRegistry()
     registry.add(served.get("nodules"))
     url = seed_worklist(f"sqlite:///{tmp_path_factory.mktemp('worklist') / 'node.db'}")
     db = open_database(url)
-    profile = tmp_path_factory.mktemp("chromium-single")
     try:
-        with ServerThread(create_app(registry, ServiceSettings(api_key=KEY), db)) as server, \
-                playwright_api.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, downloads_path=str(profile))
+        with ServerThread(create_app(registry, ServiceSettings(api_key=KEY), db)) as server:
+            page, errors = open_page(browser, server.url, width=1400)
             try:
-                page = browser.new_page(viewport={"width": 1400, "height": 800})
-                errors: list[str] = []
-                page.on("pageerror", lambda exc: errors.append(str(exc)))
-                page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-                page.goto(server.url + "/")
                 yield page, url, errors
             finally:
-                browser.close()
+                page.close()
     finally:
         db.close()
 
@@ -246,11 +253,11 @@ def test_the_worklist_page_lists_by_priority_and_stores_a_verdict(single_model_p
 
     page.select_option("#wl-status", "failed")
     page.click("#wl-refresh")
-    page.wait_for_function("document.querySelectorAll('#worklist-table tbody tr').length === 1")
+    page.wait_for_selector("#wl-message:text-is('1 row')")
     assert page.locator("#worklist-table tbody tr").get_attribute("data-study") == "1.2.6"
     page.select_option("#wl-status", "")
     page.click("#wl-refresh")
-    page.wait_for_function("document.querySelectorAll('#worklist-table tbody tr').length === 7")
+    page.wait_for_selector("#wl-message:text-is('7 rows')")
     assert "accepted" in page.locator("#worklist-table tbody tr[data-study='1.2.1'] .wl-verdict").inner_text()
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "viewer-worklist.png"), full_page=True)
