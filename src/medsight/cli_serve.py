@@ -25,8 +25,11 @@ def serve(
     pacs_url: Optional[str] = typer.Option(None, "--pacs-url", help="DICOMweb root of the PACS for /v1/pacs/run."),
     pacs_user: Optional[str] = typer.Option(None, "--pacs-user", help="PACS user (HTTP basic auth)."),
     pacs_password_file: Optional[Path] = typer.Option(None, "--pacs-password-file", help="File holding the PACS password."),
-    db: Optional[str] = typer.Option(None, "--db", help="Audit every prediction in this database (sqlite:///PATH, "
-                                     "postgresql://... or 'default'); the caller is the API key's id."),
+    db: Optional[str] = typer.Option(None, "--db", help="The database (sqlite:///PATH, postgresql://... or "
+                                     "'default'): every prediction is audited in it (the caller is the API key's "
+                                     "id) and /v1/worklist lists the node's jobs from it."),
+    show_patient: bool = typer.Option(False, "--show-patient", help="The worklist shows patient names and IDs "
+                                      "(hidden by default; never logged)."),
 ) -> None:
     """Serve models over HTTP: REST API (/v1/predict, /docs) and the web viewer (/viewer/).
 
@@ -41,7 +44,7 @@ def serve(
     settings = ServiceSettings(api_key=resolve_api_key(api_key, api_key_file), open_access=open_,
                                max_upload_bytes=int(max_upload_mb * MIB), workers=workers, queue_size=queue,
                                require_deidentified=require_deidentified, pacs=pacs,
-                               audit_db=db)
+                               audit_db=db, show_patient=show_patient)
     run_server(runs, host, port, settings)
 
 

@@ -59,3 +59,32 @@ def test_an_unreachable_destination_is_one_line(tmp_path, fake_run, destination)
     path = write_node_config(tmp_path, fake_run, destination)
     line = _error_line(["listen", "--config", str(path)])
     assert line == (f"medsight: error: destination DEST@127.0.0.1:{destination.port} cannot be reached")
+
+
+@pytest.mark.parametrize("dest, needle", [
+    ({"stow_url": "http://127.0.0.1:1/dicom-web", "ae_title": "PACS"}, "not both"),
+    ({"ae_title": "PACS", "host": "127.0.0.1"}, "missing port"),
+    ({"stow_url": "ftp://pacs/dicom-web"}, "must start with http:// or https://"),
+    ({"ae_title": "PACS", "host": "h", "port": 104, "user": "u"}, "go with stow_url"),
+    ({"stow_url": "http://pacs/dicom-web", "token": "x"}, "destination.token: unknown key"),
+])
+def test_a_bad_destination_is_one_line(tmp_path, fake_run, dest, needle):
+    path = write_node_config(tmp_path, fake_run, dest)
+    with pytest.raises(ConfigError, match="destination"):
+        load_node_config(path)
+    assert needle in _error_line(["work", "--config", str(path)])
+
+
+def test_a_stow_destination_resolves_its_password_file_beside_the_config(tmp_path, fake_run):
+    dest = {"stow_url": "http://127.0.0.1:8042/dicom-web", "user": "medsight", "password_file": "pacs.pw"}
+    cfg = load_node_config(write_node_config(tmp_path, fake_run, dest))
+    assert cfg.destination.is_stow and cfg.destination.password_file == tmp_path / "pacs.pw"
+    assert str(cfg.destination) == "http://127.0.0.1:8042/dicom-web"
+
+
+def test_an_unreachable_stow_destination_is_one_line(tmp_path, fake_run):
+    from tests.service.servers import free_port
+
+    path = write_node_config(tmp_path, fake_run, {"stow_url": f"http://127.0.0.1:{free_port()}/dicom-web"})
+    line = _error_line(["listen", "--config", str(path)])
+    assert "cannot reach the PACS" in line and "127.0.0.1" in line

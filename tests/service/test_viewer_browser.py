@@ -32,24 +32,39 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def browser_page(served, tmp_path_factory):
+def browser(tmp_path_factory):
+    """One headless Chromium for the module (playwright's sync API allows one running at a time)."""
     playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    profile = tmp_path_factory.mktemp("chromium")  # its caches and downloads stay in the test's folder
+    with playwright_api.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, downloads_path=str(profile))
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def open_page(browser, url: str, width: int = 1280):
+    """A new page on ``url``, and the list its script errors and console errors go to."""
+    page = browser.new_page(viewport={"width": width, "height": 800}, accept_downloads=True)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    page.goto(url + "/")
+    return page, errors
+
+
+@pytest.fixture(scope="module")
+def browser_page(served, browser):
     registry = ModelRegistry()
     registry.add(served.get("nodules"))
     registry.add(fake_lesion_model())
-    profile = tmp_path_factory.mktemp("chromium")  # its caches and downloads stay in the test's folder
-    with ServerThread(create_app(registry, ServiceSettings(api_key=KEY))) as server, \
-            playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, downloads_path=str(profile))
+    with ServerThread(create_app(registry, ServiceSettings(api_key=KEY))) as server:
+        page, errors = open_page(browser, server.url)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 800}, accept_downloads=True)
-            errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-            page.goto(server.url + "/")
             yield page, server, errors
         finally:
-            browser.close()
+            page.close()
 
 
 def canvas_stats(page) -> dict:
@@ -140,3 +155,112 @@ def test_segmentation_overlay_and_lesion_list(browser_page, slice_files):
     assert "unsupported content" in page.inner_text("#error")
     assert page.locator("#cases li.failed").count() == 1
     assert not [e for e in errors if "401" not in e and "415" not in e], errors  # the failed upload: its 415
+
+
+@pytest.fixture(scope="module")
+def single_model_page(served, browser, tmp_path_factory):
+    """The viewer of a service with one model and a worklist database, in a page of its own."""
+    from medsight.store import open_database
+
+    from .worklist_data import seed_worklist
+
+    registry = ModelRegistry()
+    registry.add(served.get("nodules"))
+    url = seed_worklist(f"sqlite:///{tmp_path_factory.mktemp('worklist') / 'node.db'}")
+    db = open_database(url)
+    try:
+        with ServerThread(create_app(registry, ServiceSettings(api_key=KEY), db)) as server:
+            page, errors = open_page(browser, server.url, width=1400)
+            try:
+                yield page, url, errors
+            finally:
+                page.close()
+    finally:
+        db.close()
+
+
+def test_a_typed_key_loads_the_single_model_and_a_failed_upload_says_why(single_model_page, slice_files):
+    page, _, errors = single_model_page
+    page.wait_for_selector("#status:has-text('Enter the API key')")
+    page.click("#api-key")
+    page.keyboard.type(KEY)  # typed, no change event: the focus never leaves the field
+    page.wait_for_selector("#model option[value=nodules]", state="attached")
+    assert page.input_value("#model") == "nodules"
+    assert page.evaluate("document.activeElement.id") == "api-key"
+    page.set_input_files("#file-input", str(slice_files["png"]))  # no model picked by hand
+    page.wait_for_selector("#result:not(.hidden)")
+    assert page.inner_text("#result-label") in ("nodule", "no nodule")
+    assert page.locator("#cases li.failed").count() == 0
+
+    page.set_input_files("#file-input", {"name": "notes.txt", "mimeType": "text/plain", "buffer": b"not an image"})
+    failed = page.locator("#cases li.failed")
+    failed.wait_for()
+    detail = failed.locator(".error-detail").inner_text()
+    assert "unsupported content" in detail  # the service's own message, beside the file
+    assert "notes.txt" in failed.inner_text() and "failed" not in detail
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "viewer-failed-upload.png"), full_page=True)
+    assert not [e for e in errors if "401" not in e and "415" not in e], errors
+
+
+def test_a_pasted_key_loads_the_models_too(single_model_page):
+    page, _, _ = single_model_page
+    page.evaluate("sessionStorage.clear()")
+    page.reload()
+    page.wait_for_selector("#status:has-text('Enter the API key')")
+    assert page.locator("#model option").count() == 0
+    # a paste fires one input event with the whole key
+    page.evaluate("""key => { const f = document.getElementById('api-key'); f.focus(); f.value = key;
+                      f.dispatchEvent(new InputEvent('input', {bubbles: true, inputType: 'insertFromPaste'})); }""",
+                  KEY)
+    page.wait_for_selector("#model option[value=nodules]", state="attached")
+    assert page.inner_text("#status") == "Ready: drop images"
+
+
+def test_the_worklist_page_lists_by_priority_and_stores_a_verdict(single_model_page):
+    from medsight.store import open_database
+    from medsight.store.jobs import feedback_rows
+
+    page, url, errors = single_model_page
+    if page.locator("#model option").count() == 0:
+        page.fill("#api-key", KEY)
+    page.click("#tab-worklist")
+    page.wait_for_selector("#worklist-table tbody tr")
+    assert page.is_hidden("#viewer-page")
+    rows = page.locator("#worklist-table tbody tr")
+    studies = [rows.nth(i).get_attribute("data-study") for i in range(rows.count())]
+    assert studies == ["1.2.1", "1.2.7", "1.2.4", "1.2.3", "1.2.2", "1.2.5", "1.2.6"]
+    top = rows.nth(0)
+    assert top.locator(".wl-status").inner_text() == "done"
+    assert top.locator(".wl-finding").inner_text() == "nodule"
+    assert top.locator(".wl-probability").inner_text() == "91.0%"
+    assert top.locator(".wl-uncertainty").inner_text() == "20.0%"
+    assert top.locator(".wl-time").inner_text() == "7.0 min"
+    assert "unusual image" in rows.nth(2).locator(".wl-finding").inner_text()  # the flagged input
+    assert top.locator(".wl-open").is_disabled()  # no PACS here to fetch the image from
+    assert "Doe" not in page.inner_text("#worklist-table")  # no patient name unless enabled
+
+    top.locator(".wl-comment").fill("agree, 8 mm nodule")
+    top.locator(".wl-accept").click()
+    page.wait_for_selector("#worklist-table tbody tr[data-study='1.2.1'][data-verdict=accepted]")
+    assert top.locator(".wl-verdict").inner_text() == "accepted: agree, 8 mm nodule"
+    rows.nth(1).locator(".wl-reject").click()
+    page.wait_for_selector("#worklist-table tbody tr[data-study='1.2.7'][data-verdict=rejected]")
+    stored = feedback_rows(open_database(url))
+    assert [(f["study_uid"], f["accepted"], f["comment"]) for f in stored] == [
+        ("1.2.1", True, "agree, 8 mm nodule"), ("1.2.7", False, None)]
+    assert all(f["reader"].startswith("key-") for f in stored)
+
+    page.select_option("#wl-status", "failed")
+    page.click("#wl-refresh")
+    page.wait_for_selector("#wl-message:text-is('1 row')")
+    assert page.locator("#worklist-table tbody tr").get_attribute("data-study") == "1.2.6"
+    page.select_option("#wl-status", "")
+    page.click("#wl-refresh")
+    page.wait_for_selector("#wl-message:text-is('7 rows')")
+    assert "accepted" in page.locator("#worklist-table tbody tr[data-study='1.2.1'] .wl-verdict").inner_text()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "viewer-worklist.png"), full_page=True)
+    page.click("#tab-viewer")
+    assert page.is_visible("#viewer-page") and page.is_hidden("#worklist-page")
+    assert not [e for e in errors if "401" not in e and "415" not in e], errors

@@ -18,7 +18,7 @@ def test_open_creates_the_schema_of_the_newest_migration(db_url):
         for name, table in metadata.tables.items():  # the code's tables match the migrated ones
             assert {c["name"] for c in found.get_columns(name)} == set(table.columns.keys()), name
         with db.transaction() as c:
-            assert c.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0002"
+            assert c.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0003"
             head = c.execute(select(audit_head)).one()
         assert (head.count, head.last_id, head.last_hash) == (0, 0, GENESIS)
     finally:

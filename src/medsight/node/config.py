@@ -10,6 +10,7 @@ routes:
   - match: {Modality: CT}
     run: runs/chest
 destination: {ae_title: PACS, host: 127.0.0.1, port: 4242}
+# or by STOW-RS: destination: {stow_url: http://pacs:8042/dicom-web, user: medsight, password_file: pacs.pw}
 ```
 
 Optional: ``host`` (address to listen on), ``storage_dir`` (default ``received`` beside the
@@ -21,7 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 
 from medsight.config import read_yaml_mapping
@@ -70,9 +71,42 @@ class Route(_Strict):
 
 
 class Destination(_Strict):
-    ae_title: str = Field(pattern=AE_TITLE)
-    host: str
-    port: int = Field(ge=1, le=65535)
+    """Where results go: a DICOM AE by C-STORE (``ae_title``, ``host``, ``port``) or a DICOMweb
+    server by STOW-RS (``stow_url``, its root, e.g. ``http://pacs:8042/dicom-web``; optional
+    ``user`` and ``password_file`` for HTTP basic authentication)."""
+
+    ae_title: str | None = Field(None, pattern=AE_TITLE)
+    host: str | None = None
+    port: int | None = Field(None, ge=1, le=65535)
+    stow_url: str | None = None
+    user: str | None = None
+    password_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_way(self) -> "Destination":
+        dimse = [k for k in ("ae_title", "host", "port") if getattr(self, k) is not None]
+        if self.stow_url is not None:
+            if dimse:
+                raise ValueError("give either stow_url (STOW-RS) or ae_title, host and port (C-STORE), not both")
+            if not self.stow_url.startswith(("http://", "https://")):
+                raise ValueError(f"stow_url must start with http:// or https://, not {self.stow_url!r}")
+            if self.password_file is not None and not self.user:
+                raise ValueError("password_file goes with user")
+            return self
+        missing = [k for k in ("ae_title", "host", "port") if getattr(self, k) is None]
+        if missing:
+            raise ValueError(f"give ae_title, host and port (C-STORE) or stow_url (STOW-RS); missing "
+                             f"{', '.join(missing)}")
+        if self.user or self.password_file:
+            raise ValueError("user and password_file go with stow_url (STOW-RS)")
+        return self
+
+    @property
+    def is_stow(self) -> bool:
+        return self.stow_url is not None
+
+    def __str__(self) -> str:
+        return self.stow_url if self.is_stow else f"{self.ae_title}@{self.host}:{self.port}"
 
 
 class NodeConfig(_Strict):
@@ -106,6 +140,9 @@ def _resolve(raw: dict[str, Any], base: Path) -> dict[str, Any]:
     for route in raw.get("routes") or []:
         if isinstance(route, dict) and "run" in route:
             route["run"] = _beside(route["run"], base)
+    destination = raw.get("destination")
+    if isinstance(destination, dict) and destination.get("password_file") is not None:
+        destination["password_file"] = _beside(destination["password_file"], base)
     if isinstance(raw.get("tls"), dict):
         raw["tls"] = {k: _beside(v, base) if v is not None else v for k, v in raw["tls"].items()}
     db = raw.get("db")

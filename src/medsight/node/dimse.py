@@ -82,3 +82,45 @@ def send(calling: str, destination: Destination, datasets: Sequence[Dataset], tl
         if assoc.is_established:
             assoc.release()
     log.info("sent %d result object(s) to %s", len(datasets), destination.ae_title)
+
+
+def _stow_client(destination: Destination):
+    from medsight.pacs.client import connect
+
+    password = None
+    if destination.password_file is not None:
+        try:
+            password = destination.password_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise DestinationError(f"destination: cannot read password_file {destination.password_file}: "
+                                   f"{exc.strerror or exc}") from None
+    return connect(destination.stow_url, destination.user, password)
+
+
+def check_destination(calling: str, destination: Destination, tls: Tls | None = None) -> None:
+    """The destination answers: C-ECHO for an AE, a one-study search (QIDO-RS) for a DICOMweb server."""
+    if not destination.is_stow:
+        echo(calling, destination, tls)
+        return
+    from medsight.pacs.client import PacsError, pacs_errors
+
+    try:
+        with pacs_errors(f"destination {destination}"):
+            _stow_client(destination).search_for_studies(limit=1)
+    except PacsError as exc:
+        raise DestinationError(str(exc)) from None
+
+
+def deliver(calling: str, destination: Destination, datasets: Sequence[Dataset], tls: Tls | None = None) -> None:
+    """Send the results: C-STORE to an AE, or STOW-RS to a DICOMweb server; a :class:`DestinationError`
+    if the destination is down or refuses any of them (the job then waits for its lease to retry)."""
+    if not destination.is_stow:
+        send(calling, destination, datasets, tls)
+        return
+    from medsight.pacs.client import PacsError, store
+
+    try:
+        store(_stow_client(destination), datasets)
+    except PacsError as exc:
+        raise DestinationError(f"destination {destination}: {exc}") from None
+    log.info("stored %d result object(s) at %s by STOW-RS", len(datasets), destination)

@@ -30,6 +30,11 @@ UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 FAILURE = 0xC211  # "Cannot understand": out of resources / processing failure (C-STORE, PS3.4 B.2.3)
 
 
+def _text(value) -> str | None:
+    text = str(value).strip() if value is not None else ""
+    return text or None
+
+
 def series_folder(storage_dir: Path, study_uid: str, series_uid: str) -> Path:
     return Path(storage_dir) / study_uid / series_uid
 
@@ -90,10 +95,11 @@ class Receiver:
             if entry is None:
                 entry = self.pending[series] = Pending(str(ds.StudyInstanceUID), self.clock())
                 routes = self.cfg.route_for(ds)
-                for route in routes:
+                for route in routes:  # the patient's name and ID are for the worklist, never the log
                     entry.job_ids.append(self.queue.add(
                         entry.study_uid, str(route.run), priority=route.priority, queued=False,
-                        series_uid=series, caller=caller))
+                        series_uid=series, caller=caller, modality=_text(ds.get("Modality")),
+                        patient_name=_text(ds.get("PatientName")), patient_id=_text(ds.get("PatientID"))))
                 if routes:
                     log.info("series %s from %s: receiving for %d route(s)", series, caller, len(routes))
                 else:

@@ -8,7 +8,7 @@ from contextlib import suppress
 
 from medsight.errors import MedsightError
 from medsight.node.config import NodeConfig
-from medsight.node.dimse import echo
+from medsight.node.dimse import check_destination
 from medsight.node.receive import Receiver, start_scp
 from medsight.node.worker import Models, Worker, worker_name
 from medsight.store import open_database
@@ -20,8 +20,9 @@ log = logging.getLogger(__name__)
 class Node:
     """The SCP (``listen=True``), the quiet-series sweeper and ``cfg.workers`` worker threads.
 
-    ``start()`` opens the database, checks the destination answers C-ECHO and starts everything
-    in background threads; ``stop()`` ends them. ``wait()`` blocks until stopped (or Ctrl-C).
+    ``start()`` opens the database, checks the destination answers (C-ECHO, or a DICOMweb search)
+    and starts everything in background threads; ``stop()`` ends them. ``wait()`` blocks until
+    stopped (or Ctrl-C).
     """
 
     def __init__(self, cfg: NodeConfig, listen: bool = True, workers: int | None = None,
@@ -34,7 +35,7 @@ class Node:
         self.workers: list[Worker] = []
 
     def start(self) -> "Node":
-        echo(self.cfg.ae_title, self.cfg.destination, self.cfg.tls)  # an unreachable destination: one line
+        check_destination(self.cfg.ae_title, self.cfg.destination, self.cfg.tls)  # unreachable: one line
         self.db = open_database(self.cfg.db)
         if self.listen:
             self.receiver = Receiver(self.cfg, JobQueue(self.db, lease_seconds=self.cfg.lease_seconds))

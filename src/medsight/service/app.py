@@ -1,4 +1,5 @@
-"""The FastAPI app: ``/health``, ``/v1/models``, ``/v1/predict``, ``/v1/pacs/run``, the viewer and ``/docs``.
+"""The FastAPI app: ``/health``, ``/v1/models``, ``/v1/predict``, ``/v1/pacs/run``, ``/v1/worklist``,
+the viewer and ``/docs``.
 
 Thin: requests are checked (key, size, type) and handed to the same library functions the
 command line uses, on the inference pool. Nothing patient-related is logged: not the client's
@@ -35,6 +36,7 @@ from medsight.service.pool import InferencePool
 from medsight.service.schemas import ERROR_RESPONSES, Prediction
 from medsight.service.settings import ServiceSettings, caller_id
 from medsight.service.upload import FILE_FIELD, BodySizeLimit, receive_upload
+from medsight.service.worklist_route import worklist_router
 from medsight.store import Database, open_database
 
 log = logging.getLogger(__name__)
@@ -78,7 +80,7 @@ def create_app(registry: ModelRegistry, settings: ServiceSettings, audit_db: Dat
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     app.add_middleware(SecurityHeaders)
-    app.include_router(_api_router(registry, settings, pool, Path(upload_dir.name), trails))
+    app.include_router(_api_router(registry, settings, pool, Path(upload_dir.name), trails, audit_db))
 
     @app.get("/health", tags=["service"])
     async def health() -> dict[str, Any]:
@@ -94,7 +96,7 @@ def create_app(registry: ModelRegistry, settings: ServiceSettings, audit_db: Dat
 
 
 def _api_router(registry: ModelRegistry, settings: ServiceSettings, pool: InferencePool,
-                upload_dir: Path, trails: dict[str, AuditTrail]) -> APIRouter:
+                upload_dir: Path, trails: dict[str, AuditTrail], db: Database | None = None) -> APIRouter:
     key_header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False)
 
     def require_key(key: Optional[str] = Security(key_header)) -> None:
@@ -150,6 +152,7 @@ def _api_router(registry: ModelRegistry, settings: ServiceSettings, pool: Infere
                 "input": {"format": kind, "bytes": upload.size}, "elapsed_ms": elapsed}
 
     router.include_router(pacs_router(registry, settings, pool, model_named))
+    router.include_router(worklist_router(registry, settings, pool, trails, lambda: db))
     return router
 
 

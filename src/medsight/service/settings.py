@@ -36,7 +36,8 @@ class ServiceSettings:
     queue_size: int = 32
     require_deidentified: bool = False
     pacs: PacsSettings | None = None
-    audit_db: str | None = None  # database URL: a row per prediction (store/audit.py)
+    audit_db: str | None = None  # database URL: a row per prediction (store/audit.py), the node's jobs (worklist)
+    show_patient: bool = False  # the worklist returns patient name and ID (never logged either way)
 
     def __post_init__(self) -> None:
         if not self.open_access and not self.api_key:

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import Any, Mapping
 
 from sqlalchemy import and_, func, insert, select, update
 
 from medsight.errors import MedsightError
 from medsight.store.db import Database
 from medsight.store.tables import feedback, jobs
+from medsight.store.worklist import result_columns
 
 LEASE_SECONDS = 300.0
 
@@ -46,6 +48,10 @@ class LeaseLost(MedsightError):
     """A worker tried to finish a job it no longer holds (its lease expired and was requeued)."""
 
 
+def _clip(text: str | None, size: int) -> str | None:
+    return str(text)[:size] if text else None
+
+
 def _job(row) -> Job:
     return Job(row.id, row.study_uid, row.run, row.priority, row.status, row.attempts, row.worker,
                row.lease_expires, row.error, row.series_uid, row.caller)
@@ -56,13 +62,18 @@ class JobQueue:
         self.db, self.lease_seconds = db, lease_seconds
 
     def add(self, study_uid: str, run: str, priority: int = 0, queued: bool = True, max_attempts: int = 3,
-            series_uid: str | None = None, caller: str | None = None) -> int:
-        """A new job; ``queued=False`` records it as ``received`` until :meth:`release`."""
+            series_uid: str | None = None, caller: str | None = None, modality: str | None = None,
+            patient_name: str | None = None, patient_id: str | None = None) -> int:
+        """A new job; ``queued=False`` records it as ``received`` until :meth:`release`.
+
+        ``modality`` and the patient's name and ID are for the worklist (which shows the patient
+        only when the service is told to); nothing logs them."""
         with self.db.transaction() as c:
             return c.execute(insert(jobs).values(
                 study_uid=study_uid, series_uid=series_uid, caller=caller, run=run, priority=priority,
                 status="queued" if queued else "received", attempts=0, max_attempts=max_attempts,
-                received_at=utcnow())).inserted_primary_key[0]
+                received_at=utcnow(), modality=_clip(modality, 16), patient_name=patient_name or None,
+                patient_id=_clip(patient_id, 64))).inserted_primary_key[0]
 
     def with_status(self, status: str) -> list[Job]:
         """Every job in ``status``, oldest first (e.g. the ``received`` ones a restarted node still holds)."""
@@ -130,11 +141,17 @@ class JobQueue:
                 raise LeaseLost(f"job {job.id}: {job.worker} no longer holds it")
         return Job(**{**job.__dict__, "lease_expires": expires})
 
-    def finish(self, job: Job, error: str | None = None, now: datetime | None = None) -> None:
-        """``done`` (or ``failed`` with ``error``); raises :class:`LeaseLost` for a stale worker."""
+    def finish(self, job: Job, error: str | None = None, now: datetime | None = None,
+               result: Mapping[str, Any] | None = None) -> None:
+        """``done`` (or ``failed`` with ``error``); raises :class:`LeaseLost` for a stale worker.
+
+        ``result``: the finding's summary for the worklist (:func:`medsight.store.worklist.summary`
+        makes it from a prediction record); its triage priority is stored with it."""
         now = now or utcnow()
         values = {"status": "failed" if error else "done", "finished_at": now, "lease_expires": None,
                   "error": error}
+        if result is not None:
+            values.update(result_columns(result))
         with self.db.transaction() as c:
             if c.execute(update(jobs).where(self._holding(job, now)).values(**values)).rowcount != 1:
                 raise LeaseLost(f"job {job.id}: {job.worker} no longer holds it (attempt {job.attempts})")

@@ -30,8 +30,20 @@ jobs = Table(
     Column("received_at", DateTime, nullable=False),
     Column("started_at", DateTime),
     Column("finished_at", DateTime),
+    # What the worklist shows (migration 0003): the series' modality and, once done, the result's
+    # summary. ``urgency`` is the triage priority (``store/worklist.py``), what the worklist sorts by.
+    Column("modality", String(16)),
+    Column("patient_name", Text),  # shown only when the service is told to (--show-patient); never logged
+    Column("patient_id", String(64)),
+    Column("label", Text),
+    Column("probability", Float),  # of the critical class: 1 - P(first class)
+    Column("uncertainty", Float),
+    Column("out_of_distribution", Boolean),
+    Column("urgency", Float),
+    Column("result", Text),  # canonical JSON: the rest of the summary (probabilities, referenced instance...)
 )
 Index("ix_jobs_claim", jobs.c.status, jobs.c.priority, jobs.c.received_at)
+Index("ix_jobs_worklist", jobs.c.urgency, jobs.c.received_at)
 
 feedback = Table(
     "feedback", metadata,
@@ -43,6 +55,7 @@ feedback = Table(
     Column("comment", Text),
     Column("time", DateTime, nullable=False),
 )
+Index("ix_feedback_study", feedback.c.study_uid)
 
 audit = Table(
     "audit", metadata,

@@ -1,10 +1,12 @@
 // medsight viewer: pick a model, drop images, see the image (window/level), the prediction,
 // the heatmap or segmentation overlay and the lesion list; download the JSON and a report.
+// The Worklist tab lists the node's studies, most urgent first, with accept/reject per row.
 // Plain JS, no dependencies; every text from the server goes through textContent.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { cases: [], current: null, level: 0, width: 1, layers: {} };
+const state = { cases: [], current: null, level: 0, width: 1, layers: {}, models: [], modelsAsked: 0,
+                worklist: { next: null } };
 const canvas = $("image-canvas");
 const ctx = canvas.getContext("2d");
 
@@ -25,12 +27,21 @@ async function errorText(response) {
   catch (e) { return response.statusText; }
 }
 
+// The model list, loaded at start and again as the key is typed or pasted (the latest answer wins).
 async function loadModels() {
+  const asked = ++state.modelsAsked;
   const response = await fetch("/v1/models", { headers: headers() });
-  if (response.status === 401) { setStatus("Enter the API key"); $("api-key").focus(); return; }
+  if (asked !== state.modelsAsked) return;  // a newer key was typed meanwhile
+  if (response.status === 401) {
+    setStatus("Enter the API key");
+    if (document.activeElement !== $("api-key")) $("api-key").focus();
+    return;
+  }
   if (!response.ok) { showError(await errorText(response)); return; }
   const models = await response.json();
+  state.models = models;
   const select = $("model");
+  const before = select.value;
   select.replaceChildren();
   for (const m of models) {
     const option = document.createElement("option");
@@ -38,7 +49,38 @@ async function loadModels() {
     option.textContent = `${m.name} (${m.task})`;
     select.append(option);
   }
+  if (models.some((m) => m.name === before)) select.value = before;
+  else if (models.length === 1) select.value = models[0].name;  // a single model: use it
   setStatus(models.length ? "Ready: drop images" : "No models loaded");
+  if (!$("worklist-page").classList.contains("hidden")) loadWorklist(true);
+}
+
+function debounce(fn, ms) {
+  let timer = null;
+  return (...args) => { clearTimeout(timer); timer = setTimeout(() => fn(...args), ms); };
+}
+
+function keyChanged() {
+  sessionStorage.setItem("medsight-key", apiKey());
+  loadModels().catch((e) => showError(`cannot reach the service: ${e.message}`));
+}
+
+// The model to ask for: the one picked, or none when the service has a single model (it uses it).
+async function chosenModel() {
+  if (!$("model").value && !state.models.length) await loadModels();
+  return $("model").value || (state.models.length === 1 ? state.models[0].name : "");
+}
+
+function markFailed(item, message) {
+  item.error = message;
+  const name = document.createElement("span");
+  name.textContent = `${item.file}: `;
+  const detail = document.createElement("span");
+  detail.className = "error-detail";
+  detail.textContent = message;  // the service's own words (its JSON "detail")
+  item.li.replaceChildren(name, detail);
+  item.li.classList.add("failed");
+  item.li.title = message;
 }
 
 // ---- uploads ------------------------------------------------------------------------------
@@ -52,18 +94,18 @@ async function analyse(files) {
     setStatus(`Analysing ${file.name}…`);
     const form = new FormData();
     form.append("file", file);
-    const params = new URLSearchParams({ model: $("model").value, heatmap: "true", image: "true" });
     try {
+      const model = await chosenModel();
+      const params = new URLSearchParams({ heatmap: "true", image: "true" });
+      if (model) params.set("model", model);
       const response = await fetch(`/v1/predict?${params}`, { method: "POST", headers: headers(), body: form });
-      if (!response.ok) throw new Error(`${file.name}: ${await errorText(response)}`);
+      if (!response.ok) throw new Error(await errorText(response));
       item.result = await response.json();
       item.li.textContent = `${file.name}: ${item.result.label ?? "done"}`;
       select(item);
     } catch (e) {
-      item.error = e.message;
-      item.li.textContent = `${file.name}: failed`;
-      item.li.classList.add("failed");
-      showError(e.message);
+      markFailed(item, e.message);
+      showError(`${file.name}: ${e.message}`);
     }
   }
   setStatus("Ready: drop images");
@@ -71,7 +113,7 @@ async function analyse(files) {
 
 function select(item) {
   for (const c of state.cases) c.li.classList.toggle("selected", c === item);
-  if (!item.result) { if (item.error) showError(item.error); return; }
+  if (!item.result) { if (item.error) showError(`${item.file}: ${item.error}`); return; }
   state.current = item;
   const img = item.result.image;
   state.pixels = img ? decodePixels(img) : null;
@@ -240,11 +282,159 @@ ${lesions ? `<h2>Lesions</h2><table><tr><th>#</th><th>Centre (mm)</th><th>Size</
 <p><small>Decision support only: a model's output is not a diagnosis.</small></p></body></html>`;
 }
 
+// ---- the worklist ------------------------------------------------------------------------------
+function showPage(name) {
+  const worklist = name === "worklist";
+  $("viewer-page").classList.toggle("hidden", worklist);
+  $("worklist-page").classList.toggle("hidden", !worklist);
+  $("tab-viewer").classList.toggle("active", !worklist);
+  $("tab-worklist").classList.toggle("active", worklist);
+  $("tab-viewer").setAttribute("aria-pressed", String(!worklist));
+  $("tab-worklist").setAttribute("aria-pressed", String(worklist));
+  if (worklist) loadWorklist(true);
+}
+
+function worklistQuery(reset) {
+  const params = new URLSearchParams({ limit: "50" });
+  const status = $("wl-status").value, modality = $("wl-modality").value.trim();
+  if (status) params.set("status", status);
+  if (modality) params.set("modality", modality);
+  if ($("wl-since").value) params.set("since", $("wl-since").value);
+  if ($("wl-until").value) params.set("until", $("wl-until").value);
+  if (!reset && state.worklist.next) params.set("cursor", state.worklist.next);
+  return params;
+}
+
+async function loadWorklist(reset) {
+  const body = document.querySelector("#worklist-table tbody");
+  let response;
+  try {
+    response = await fetch(`/v1/worklist?${worklistQuery(reset)}`, { headers: headers() });
+  } catch (e) { $("wl-message").textContent = `cannot reach the service: ${e.message}`; return; }
+  if (!response.ok) {
+    $("wl-message").textContent = response.status === 401 ? "Enter the API key" : await errorText(response);
+    if (reset) body.replaceChildren();
+    $("wl-more").classList.add("hidden");
+    return;
+  }
+  const page = await response.json();
+  if (reset) body.replaceChildren();
+  for (const item of page.items) body.append(worklistRow(item));
+  state.worklist.next = page.next;
+  $("wl-more").classList.toggle("hidden", !page.next);
+  const shown = body.children.length;
+  $("wl-message").textContent = shown ? `${shown} row${shown === 1 ? "" : "s"}${page.next ? " (more below)" : ""}`
+                                      : "No studies match.";
+}
+
+function percent(p) { return p == null ? "–" : `${(100 * p).toFixed(1)}%`; }
+function duration(minutes) {
+  if (minutes == null) return "–";
+  return minutes < 1 ? `${Math.round(minutes * 60)} s` : minutes < 120 ? `${minutes.toFixed(1)} min`
+                                                                       : `${(minutes / 60).toFixed(1)} h`;
+}
+function verdictText(feedback) {
+  if (!feedback) return "–";
+  const word = feedback.accepted ? "accepted" : "rejected";
+  return feedback.comment ? `${word}: ${feedback.comment}` : word;
+}
+
+function worklistRow(item) {
+  const row = document.createElement("tr");
+  row.dataset.study = item.study_uid;
+  row.dataset.job = String(item.job_id);
+  row.classList.add(`status-${item.status}`);
+  if (item.out_of_distribution) row.classList.add("flagged");
+  const study = item.patient_name != null || item.patient_id != null
+    ? `${item.patient_name ?? ""} ${item.patient_id ?? ""} · ${item.study_uid}` : item.study_uid;
+  const finding = item.finding ?? "";
+  const cells = [item.priority == null ? "–" : item.priority.toFixed(2), study, item.status,
+                 finding + (item.out_of_distribution ? " (unusual image)" : ""), percent(item.probability),
+                 percent(item.uncertainty), duration(item.minutes_to_result), item.modality ?? "–",
+                 new Date(item.received_at).toLocaleString(), verdictText(item.feedback)];
+  const names = ["priority", "study", "status", "finding", "probability", "uncertainty", "time", "modality",
+                 "received", "verdict"];
+  cells.forEach((text, i) => {
+    const cell = document.createElement("td");
+    cell.className = `wl-${names[i]}`;
+    cell.textContent = text;
+    if (names[i] === "study") cell.title = item.study_uid;
+    row.append(cell);
+  });
+  row.append(worklistActions(item, row));
+  return row;
+}
+
+function worklistActions(item, row) {
+  const cell = document.createElement("td");
+  cell.className = "wl-actions";
+  const open = document.createElement("button");
+  open.type = "button"; open.className = "wl-open"; open.textContent = "Open";
+  open.disabled = !item.viewable;
+  open.title = item.viewable ? "Open the image this finding refers to in the viewer"
+                             : "Cannot be opened here (the service needs the PACS and this row's model)";
+  open.addEventListener("click", () => openStudy(item, open));
+  const comment = document.createElement("input");
+  comment.className = "wl-comment"; comment.placeholder = "comment (optional)"; comment.maxLength = 2000;
+  comment.setAttribute("aria-label", "Comment");
+  const accept = document.createElement("button");
+  accept.type = "button"; accept.className = "wl-accept"; accept.textContent = "Accept";
+  const reject = document.createElement("button");
+  reject.type = "button"; reject.className = "wl-reject"; reject.textContent = "Reject";
+  for (const [button, accepted] of [[accept, true], [reject, false]]) {
+    button.disabled = item.status !== "done";
+    button.addEventListener("click", () => sendVerdict(item, accepted, comment, row));
+  }
+  cell.append(open, comment, accept, reject);
+  return cell;
+}
+
+async function sendVerdict(item, accepted, comment, row) {
+  const body = { accepted, job_id: item.job_id };
+  if (comment.value.trim()) body.comment = comment.value.trim();
+  const response = await fetch(`/v1/worklist/${encodeURIComponent(item.study_uid)}/feedback`, {
+    method: "POST", headers: { ...headers(), "Content-Type": "application/json" }, body: JSON.stringify(body) });
+  if (!response.ok) { showError(await errorText(response)); return; }
+  const saved = await response.json();
+  item.feedback = saved;
+  row.querySelector(".wl-verdict").textContent = verdictText(saved);
+  row.dataset.verdict = accepted ? "accepted" : "rejected";
+  comment.value = "";
+}
+
+async function openStudy(item, button) {
+  button.disabled = true;
+  try {
+    const response = await fetch(`/v1/worklist/${encodeURIComponent(item.study_uid)}/view?job_id=${item.job_id}`,
+                                 { headers: headers() });
+    if (!response.ok) throw new Error(await errorText(response));
+    const result = await response.json();
+    const entry = { file: `study …${item.study_uid.slice(-12)}`, result, error: null,
+                    li: document.createElement("li") };
+    entry.li.textContent = `${entry.file}: ${result.label ?? "done"}`;
+    entry.li.addEventListener("click", () => select(entry));
+    $("cases").append(entry.li);
+    state.cases.push(entry);
+    showPage("viewer");
+    select(entry);
+  } catch (e) {
+    showError(`study ${item.study_uid}: ${e.message}`);
+  } finally {
+    button.disabled = !item.viewable;
+  }
+}
+
 // ---- wiring -----------------------------------------------------------------------------------
 function wire() {
   const saved = sessionStorage.getItem("medsight-key");
   if (saved) $("api-key").value = saved;
-  $("api-key").addEventListener("change", () => { sessionStorage.setItem("medsight-key", apiKey()); loadModels(); });
+  // typed, pasted or filled in: no need to leave the field
+  $("api-key").addEventListener("input", debounce(keyChanged, 300));
+  $("api-key").addEventListener("change", keyChanged);
+  $("tab-viewer").addEventListener("click", () => showPage("viewer"));
+  $("tab-worklist").addEventListener("click", () => showPage("worklist"));
+  $("worklist-filters").addEventListener("submit", (e) => { e.preventDefault(); loadWorklist(true); });
+  $("wl-more").addEventListener("click", () => loadWorklist(false));
   const drop = $("drop");
   drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
   drop.addEventListener("dragleave", () => drop.classList.remove("over"));
