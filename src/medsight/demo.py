@@ -17,7 +17,7 @@ from medsight.data.synthetic import synthetic_sample
 from medsight.errors import ConfigError
 from medsight.evaluation.calibrate import fit_on_val
 from medsight.evaluation.evaluate import evaluate_run
-from medsight.evaluation.run_report import write_run_report
+from medsight.evaluation.run_report import write_report
 from medsight.inference.batch import predict_paths
 from medsight.io.dicom_write import write_ct_slice
 from medsight.io.image import spacing_of
@@ -50,7 +50,7 @@ def _classification_demo(out: Path, run_dir: Path, cfg) -> Path:
     evaluate_run(run_dir, split="test")
     examples = write_examples(out / "examples", cfg.data.synthetic.seed, cfg.data.synthetic.size)
     predictions = predict_paths(run_dir, examples, out / "predictions").results
-    write_run_report(run_dir, run_dir, predictions)
+    write_report(run_dir, run_dir, CLASSIFICATION, predictions=predictions)
     return run_dir
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from medsight.evaluation.detection import plot_detection_pr
+from medsight.evaluation.detection_plots import plot_detection_pr
 from medsight.metrics.detection import average_precision, detection_metrics
 
 NAMES = ["cell", "blob"]

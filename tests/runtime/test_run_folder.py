@@ -49,14 +49,13 @@ def test_a_config_that_is_not_a_mapping_is_one_line(tmp_path):
 
 def test_every_run_file_name_is_defined_once_here():
     """The names live in run_folder; the modules that used to define them import them."""
-    from medsight.evaluation import outputs, run_report, segmentation_report
+    from medsight.evaluation import outputs, run_report
     from medsight.inference import calibration, engine
     from medsight.runtime import checkpoint, ensemble_folder
     from medsight.training import history
 
     folder = RunFolder("r")
-    assert (outputs.METRICS_FILE, run_report.REPORT_FILE, segmentation_report.REPORT_FILE) == (
-        folder.metrics.name, folder.report.name, folder.report.name)
+    assert (outputs.METRICS_FILE, run_report.REPORT_FILE) == (folder.metrics.name, folder.report.name)
     assert calibration.CALIBRATION_FILE is run_folder.CALIBRATION_FILE == folder.calibration.name
     assert (engine.ONNX_FILE, engine.EXPORT_FILE, ensemble_folder.ENSEMBLE_FILE) == (
         folder.onnx.name, folder.export.name, folder.ensemble.name)

@@ -44,10 +44,11 @@ def test_require_command_names_the_run_and_the_command_that_fits():
 
 def test_every_per_kind_table_covers_every_kind():
     from medsight.api.results import _HEADLINES
+    from medsight.evaluation.run_report import SECTIONS
     from medsight.inference.tasks import LOADERS
     from medsight.service.models import SERVED
 
-    for table in (LOADERS, SERVED, _HEADLINES):
+    for table in (LOADERS, SERVED, _HEADLINES, SECTIONS):
         assert set(table) == set(TASKS)
     assert {k.predict_with for k in TASKS.values()} <= {"predict", "segment"}
     assert all(k.accepts(k.predict_with) and k.accepts("evaluate") for k in TASKS.values())

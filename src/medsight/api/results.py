@@ -198,7 +198,9 @@ def _segmentation_metrics(raw: dict[str, Any]) -> dict[str, Metric]:
 
 
 def _detection_metrics(raw: dict[str, Any]) -> dict[str, Metric]:
-    return {"map": _metric(raw.get("map")), **{f"ap[{name}]": _metric(v) for name, v in raw.get("ap", {}).items()}}
+    ci = raw.get("ci") or {}
+    return {"map": _metric(raw.get("map"), ci.get("map")),
+            **{f"ap[{name}]": _metric(v, (ci.get("ap") or {}).get(name)) for name, v in raw.get("ap", {}).items()}}
 
 
 # each task kind's headline metrics (medsight.tasks), from the dict evaluate_run returns

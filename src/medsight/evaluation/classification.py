@@ -34,6 +34,7 @@ from sklearn.metrics import (
 )
 
 from medsight.errors import MedsightError
+from medsight.evaluation.bootstrap import check_bootstrap, nanmean, percentile_interval, ratio, resample_blocks
 from medsight.evaluation.calibration import (
     bin_ids,
     confidence_and_outcome,
@@ -46,8 +47,6 @@ METRICS = (
     "precision", "f1", "auc", "ece", "brier",
 )
 ECE_BINS = 10
-# Bound the (resamples x cases) index block so large test sets do not exhaust memory.
-_BLOCK_ELEMENTS = 2_000_000
 
 
 def classification_metrics(
@@ -74,10 +73,7 @@ def classification_metrics(
     (resamples where the metric is undefined are skipped); ``[None, None]`` if undefined.
     """
     y, probs = check_predictions(y_true, probs, class_names)
-    if not 0.0 < ci_level < 1.0:
-        raise MedsightError(f"ci_level must be between 0 and 1, got {ci_level}")
-    if n_bootstrap < 0:
-        raise MedsightError(f"n_bootstrap must be >= 0, got {n_bootstrap}")
+    check_bootstrap(n_bootstrap, ci_level)
     k = probs.shape[1]
     if k == 2:
         threshold = 0.5 if threshold is None else float(threshold)
@@ -90,7 +86,7 @@ def classification_metrics(
     point = _point_metrics(y, probs, pred)
     boot = _bootstrap_metrics(y, probs, pred, n_bootstrap, np.random.default_rng(seed))
     ci = {
-        name: [None, None] if point[name] is None else _percentile_interval(boot[name], ci_level)
+        name: [None, None] if point[name] is None else percentile_interval(boot[name], ci_level)
         for name in METRICS
     }
     labels = list(range(k))
@@ -210,7 +206,7 @@ def _point_metrics(y: np.ndarray, probs: np.ndarray, pred: np.ndarray) -> dict[s
         else:
             avg = {"average": "macro", "labels": labels}
             mcm = multilabel_confusion_matrix(y, pred, labels=labels)
-            specificity = _nanmean(_ratio(mcm[:, 0, 0], mcm[:, 0, 0] + mcm[:, 0, 1]), axis=0)
+            specificity = nanmean(ratio(mcm[:, 0, 0], mcm[:, 0, 0] + mcm[:, 0, 1]), axis=0)
             auc = auc_score(y, probs)  # one-vs-rest, macro over the classes present in y
             # Its sum check (rtol ~1e-8) rejects float32 rounding; the renormalised copy changes nothing else.
             brier = brier_score_loss(y, probs / probs.sum(axis=1, keepdims=True), labels=labels)
@@ -232,12 +228,7 @@ def _bootstrap_metrics(
     y: np.ndarray, probs: np.ndarray, pred: np.ndarray, n_bootstrap: int, rng: np.random.Generator
 ) -> dict[str, np.ndarray]:
     """Every metric on ``n_bootstrap`` resamples of the cases (with replacement); NaN if undefined."""
-    n = y.size
-    block = max(1, _BLOCK_ELEMENTS // n)
-    parts: list[dict[str, np.ndarray]] = []
-    for start in range(0, n_bootstrap, block):
-        idx = rng.integers(0, n, size=(min(block, n_bootstrap - start), n))
-        parts.append(resample_metrics(y, probs, pred, idx))
+    parts = [resample_metrics(y, probs, pred, idx) for idx in resample_blocks(y.size, n_bootstrap, rng)]
     if not parts:
         return {name: np.empty(0) for name in METRICS}
     return {name: np.concatenate([p[name] for p in parts]) for name in METRICS}
@@ -258,19 +249,19 @@ def resample_metrics(y: np.ndarray, probs: np.ndarray, pred: np.ndarray, idx: np
     fp = cm.sum(axis=1) - tp
     fn = cm.sum(axis=2) - tp
     tn = n - tp - fp - fn
-    recall, precision = _ratio(tp, tp + fn), _ratio(tp, tp + fp)
-    specificity, f1 = _ratio(tn, tn + fp), _ratio(2 * tp, 2 * tp + fp + fn)
-    out = {"accuracy": tp.sum(axis=1) / n, "balanced_accuracy": _nanmean(recall, axis=1)}
+    recall, precision = ratio(tp, tp + fn), ratio(tp, tp + fp)
+    specificity, f1 = ratio(tn, tn + fp), ratio(2 * tp, 2 * tp + fp + fn)
+    out = {"accuracy": tp.sum(axis=1) / n, "balanced_accuracy": nanmean(recall, axis=1)}
     if k == 2:
         out.update(sensitivity=recall[:, 1], specificity=recall[:, 0], precision=precision[:, 1], f1=f1[:, 1])
         out["auc"] = _rank_auc(probs[idx, 1], t == 1)
     else:
-        out.update(sensitivity=_nanmean(recall, axis=1), specificity=_nanmean(specificity, axis=1),
-                   precision=_nanmean(precision, axis=1), f1=_nanmean(f1, axis=1))
+        out.update(sensitivity=nanmean(recall, axis=1), specificity=nanmean(specificity, axis=1),
+                   precision=nanmean(precision, axis=1), f1=nanmean(f1, axis=1))
         # over the classes present in the split, as the point estimate (a resample that lacks
         # one of them averages over the rest)
         present = [c for c in range(k) if 0 < int((y == c).sum()) < len(y)]
-        out["auc"] = _nanmean(np.stack([_rank_auc(probs[idx, c], t == c) for c in present]), axis=0)
+        out["auc"] = nanmean(np.stack([_rank_auc(probs[idx, c], t == c) for c in present]), axis=0)
 
     confidence, outcome = confidence_and_outcome(y, probs)
     bins = (np.arange(b)[:, None] * ECE_BINS + bin_ids(confidence, ECE_BINS)[idx]).ravel()
@@ -291,27 +282,7 @@ def _rank_auc(scores: np.ndarray, positive: np.ndarray) -> np.ndarray:
     n_pos = positive.sum(axis=1)
     n_neg = positive.shape[1] - n_pos
     u = (ranks * positive).sum(axis=1) - n_pos * (n_pos + 1) / 2
-    return _ratio(u, n_pos * n_neg)
-
-
-def _percentile_interval(values: np.ndarray, level: float) -> list[float | None]:
-    values = values[~np.isnan(values)]
-    if values.size == 0:
-        return [None, None]
-    lo, hi = np.percentile(values, [50 * (1 - level), 50 * (1 + level)])
-    return [float(lo), float(hi)]
-
-
-def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    """``num / den`` as float, NaN where ``den`` is 0 (an undefined rate)."""
-    num, den = np.broadcast_arrays(np.asarray(num, dtype=np.float64), np.asarray(den, dtype=np.float64))
-    return np.divide(num, den, out=np.full(num.shape, np.nan), where=den != 0)
-
-
-def _nanmean(a: np.ndarray, axis: int) -> np.ndarray:
-    """Mean ignoring NaN; NaN (without numpy's empty-slice warning) where all are NaN."""
-    valid = ~np.isnan(a)
-    return _ratio(np.where(valid, a, 0.0).sum(axis=axis), valid.sum(axis=axis))
+    return ratio(u, n_pos * n_neg)
 
 
 def _to_float(x: Any) -> float | None:

@@ -23,7 +23,7 @@ from medsight.evaluation.classification import (
     threshold_for_sensitivity,
 )
 from medsight.evaluation.outputs import METRICS_FILE, write_cases
-from medsight.evaluation.run_report import write_run_report
+from medsight.evaluation.run_report import write_report
 from medsight.evaluation.trust import trust_metrics
 from medsight.inference.calibration import calibrated_softmax
 from medsight.inference.load import load_run
@@ -114,7 +114,7 @@ def _evaluate_classification(run: Path, split: str, data: Path | None, target_se
     write_json(out / METRICS_FILE, metrics)
     write_cases(out / f"cases_{split}.csv", prepared[split].ids, prepared[split].sources, y, probs, names,
                 columns)
-    write_run_report(out, Path(run))
+    write_report(out, Path(run), CLASSIFICATION, metrics)
     return metrics
 
 

@@ -19,11 +19,13 @@ from medsight.data.registry import build_dataset, dataset_kind
 from medsight.errors import MedsightError
 from medsight.evaluation.froc import froc_from_scans, scan_hits
 from medsight.evaluation.outputs import METRICS_FILE
+from medsight.evaluation.run_report import write_report
 from medsight.evaluation.segmentation import case_metrics, summarize, write_cases_csv
 from medsight.inference.lesions import label_lesions
 from medsight.inference.load import load_run
 from medsight.inference.segment import segment_image
 from medsight.io.image import spacing_of
+from medsight.tasks import SEGMENTATION
 from medsight.utils.atomic import write_json
 
 log = logging.getLogger(__name__)
@@ -82,11 +84,9 @@ def evaluate_segmentation(run: Path, split: str = "test", data: Path | None = No
     out = Path(out_dir) if out_dir is not None else Path(run)
     write_json(out / METRICS_FILE, metrics)
     write_cases_csv(out / f"cases_{split}.csv", rows, names)
-    from medsight.evaluation.segmentation_report import write_segmentation_report
-
-    write_segmentation_report(out, Path(run), metrics, rows,
-                              [c for _, _, c in sorted(shown_best, reverse=True)],
-                              [c for _, _, c in sorted(shown_worst, reverse=True)])
+    write_report(out, Path(run), SEGMENTATION, metrics, rows=rows,
+                 best=[c for _, _, c in sorted(shown_best, reverse=True)],
+                 worst=[c for _, _, c in sorted(shown_worst, reverse=True)])
     return metrics
 
 

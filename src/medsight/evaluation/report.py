@@ -20,6 +20,7 @@ import base64
 import html
 import math
 import numbers
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -111,8 +112,7 @@ class HtmlReport:
         ci_header = f"{level:.0%} CI" if isinstance(level, numbers.Real) else "CI"
         rows = []
         for key in keys:
-            low, high = (list(ci.get(key) or []) + [None, None])[:2]
-            interval = "—" if low is None or high is None else f"{_fmt(low, digits)} – {_fmt(high, digits)}"
+            interval = interval_text(ci.get(key), digits)
             rows.append([(labels or {}).get(key, key), metrics.get(key), _Cell(interval, numeric=True)])
         self._sections.append(_table(["Metric", "Value", ci_header], rows, caption, digits))
 
@@ -162,6 +162,24 @@ class HtmlReport:
         path = Path(path)
         write_text(path, self.render())
         return path
+
+
+def interval_text(ci: Sequence[Any] | None, digits: int = 3) -> str:
+    """``low – high`` of a confidence interval, ``—`` where it is missing or undefined."""
+    low, high = (list(ci or []) + [None, None])[:2]
+    return "—" if low is None or high is None else f"{_fmt(low, digits)} – {_fmt(high, digits)}"
+
+
+@dataclass(frozen=True)
+class RunPage:
+    """What a run report's sections read: where the evaluation wrote, the run it measured, its
+    metrics, and the run's ``plan.json`` and saved ``config.yaml`` (an ensemble: its first member's)."""
+
+    out_dir: Path
+    run_dir: Path
+    metrics: Mapping[str, Any]
+    plan: Mapping[str, Any]
+    config: Mapping[str, Any]
 
 
 class _Cell:

@@ -44,7 +44,7 @@ from monai.metrics import (
 )
 
 from medsight.errors import MedsightError
-from medsight.evaluation.classification import _nanmean, _percentile_interval, _ratio
+from medsight.evaluation.bootstrap import check_bootstrap, nanmean, percentile_interval, ratio
 from medsight.utils.atomic import write_text
 
 METRICS = (
@@ -104,14 +104,11 @@ def summarize(
     names = _foreground_names(class_names)
     if not rows:
         raise MedsightError("no cases to summarise")
-    if not 0.0 < ci_level < 1.0:
-        raise MedsightError(f"ci_level must be between 0 and 1, got {ci_level}")
-    if n_bootstrap < 0:
-        raise MedsightError(f"n_bootstrap must be >= 0, got {n_bootstrap}")
+    check_bootstrap(n_bootstrap, ci_level)
     table = {name: {m: _column(rows, name, m) for m in METRICS} for name in names}
     idx = np.random.default_rng(seed).integers(0, len(rows), size=(n_bootstrap, len(rows)))
     dice = np.stack([table[name]["dice"] for name in names], axis=1)
-    per_case_dice = _nanmean(dice, axis=1)
+    per_case_dice = nanmean(dice, axis=1)
     return {
         "per_class": {name: {m: _describe(table[name][m], idx, ci_level) for m in METRICS} for name in names},
         "mean_dice": _describe(per_case_dice, idx, ci_level),
@@ -132,7 +129,7 @@ def rank_cases(
     names = _foreground_names(class_names)
     if not rows:
         return [], []
-    score = _nanmean(np.stack([_column(rows, name, "dice") for name in names], axis=1), axis=1)
+    score = nanmean(np.stack([_column(rows, name, "dice") for name in names], axis=1), axis=1)
     score = np.where(np.isnan(score), -np.inf, score)
     order = np.argsort(-score, kind="stable")
     n = min(n, len(rows))
@@ -258,9 +255,9 @@ def _describe(values: np.ndarray, idx: np.ndarray, level: float) -> dict[str, An
     if not valid.any():
         return {"mean": None, "median": None, "ci": [None, None], "n": 0}
     # Resamples that drew only undefined cases give NaN and are skipped by the interval.
-    means = _ratio(np.where(valid, values, 0.0)[idx].sum(axis=1), valid[idx].sum(axis=1))
+    means = ratio(np.where(valid, values, 0.0)[idx].sum(axis=1), valid[idx].sum(axis=1))
     return {"mean": float(values[valid].mean()), "median": float(np.median(values[valid])),
-            "ci": _percentile_interval(means, level), "n": int(valid.sum())}
+            "ci": percentile_interval(means, level), "n": int(valid.sum())}
 
 
 def _finite(x: float) -> float | None:

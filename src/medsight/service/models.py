@@ -29,7 +29,7 @@ from medsight.inference.tasks import load_for_inference
 from medsight.runtime.ensemble_folder import run_task
 from medsight.service.errors import ApiError
 from medsight.service.payload import display_image, heatmap_layer, lesion_rows, mask_layer
-from medsight.tasks import CLASSIFICATION, DETECTION, SEGMENTATION, TaskKind, require_command
+from medsight.tasks import CLASSIFICATION, DETECTION, SEGMENTATION, TaskKind, require_command, task_named
 
 log = logging.getLogger(__name__)
 
@@ -46,16 +46,24 @@ class PredictOptions:
 
 @dataclass
 class ServedModel:
-    """One loaded model. ``predict`` may be called from several worker threads at once."""
+    """One loaded model. ``predict`` may be called from several worker threads at once.
+
+    ``kind`` is its :class:`~medsight.tasks.TaskKind` (what it may do: ``kind.accepts("pacs run")``);
+    ``task`` is the kind's name, as the JSON answers say it. Either may be given as ``task``."""
 
     name: str
-    task: str
+    task: str | TaskKind
     info: dict[str, Any]
     predict: Callable[[MetaTensor, PredictOptions], dict[str, Any]]  # a Responder
     run: LoadedRun | None = None  # the run behind it, for the PACS exchange
     # Grad-CAM hooks the model's layers and switches its memory layout: one inference at a
     # time per model. Reading, encoding and other models still run in parallel.
     lock: threading.Lock = field(default_factory=threading.Lock)
+    kind: TaskKind = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.kind = self.task if isinstance(self.task, TaskKind) else task_named(self.task)
+        self.task = self.kind.name
 
 
 Responder = Callable[[MetaTensor, PredictOptions], dict[str, Any]]
@@ -133,25 +141,25 @@ def detection_responder(run: LoadedDetector, lock: threading.Lock) -> Responder:
     return predict
 
 
-def run_info(run: LoadedRun, task: str) -> dict[str, Any]:
+def run_info(run: LoadedRun, kind: TaskKind) -> dict[str, Any]:
     """What ``GET /v1/models`` tells a client about a model."""
     return {
-        "task": task,
+        "task": kind.name,
         "class_names": run.class_names,
         "spatial_dims": run.spatial_dims,
         "input_shape": list(run.plan.get("input_shape", [])),
         "in_channels": int(run.plan.get("in_channels", 1)),
         "threshold": run.threshold() if len(run.class_names) == 2 else None,
-        "explain_methods": list(METHODS) if task == CLASSIFICATION.name else [],
+        "explain_methods": list(METHODS) if kind is CLASSIFICATION else [],
         "model": run.cfg.model.name,
         "image_columns": run.image_columns,  # more than one: cases of several images (not served)
         "clinical": run.clinical.names if run.clinical is not None else [],  # form fields it reads
     }
 
 
-def detector_info(run: LoadedDetector, task: str) -> dict[str, Any]:
+def detector_info(run: LoadedDetector, kind: TaskKind) -> dict[str, Any]:
     """``GET /v1/models`` for a detector: 2D 8-bit grey or RGB pictures at any size."""
-    return {"task": task, "class_names": run.class_names, "spatial_dims": 2, "input_shape": [],
+    return {"task": kind.name, "class_names": run.class_names, "spatial_dims": 2, "input_shape": [],
             "in_channels": 3, "threshold": None, "explain_methods": [], "model": run.cfg.model.name,
             "image_columns": run.image_columns, "clinical": []}
 
@@ -161,7 +169,7 @@ class ServedTask:
     """How the service answers for and describes one task kind's runs (``load_for_inference`` loads them)."""
 
     responder: Callable[[Any, threading.Lock], Responder]
-    info: Callable[[Any, str], dict[str, Any]]
+    info: Callable[[Any, TaskKind], dict[str, Any]]
     pacs: bool = False  # ServedModel.run is the LoadedRun the PACS exchange uses
 
 
@@ -181,7 +189,7 @@ def serve_run(run_dir: Path, name: str | None = None) -> ServedModel:
         raise ConfigError(f"{run_dir}: the model reads {len(run.image_columns)} images per case; the service "
                           "takes one image per request (use `medsight predict RUN --cases cases.csv`)")
     lock = threading.Lock()
-    return ServedModel(name or Path(run_dir).name, kind.name, served.info(run, kind.name), served.responder(run, lock),
+    return ServedModel(name or Path(run_dir).name, kind, served.info(run, kind), served.responder(run, lock),
                        run if served.pacs else None, lock)
 
 

@@ -19,7 +19,6 @@ from medsight.service.models import ModelRegistry, ServedModel
 from medsight.service.pool import InferencePool
 from medsight.service.schemas import PacsRunRequest
 from medsight.service.settings import ServiceSettings
-from medsight.tasks import task_named
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +33,7 @@ def pacs_router(registry: ModelRegistry, settings: ServiceSettings, pool: Infere
         if settings.pacs is None:
             raise ApiError(404, "no PACS configured on this service (start it with --pacs-url)")
         served = model_named(request.model)
-        if served.run is None or not task_named(served.task).accepts("pacs run"):
+        if served.run is None or not served.kind.accepts("pacs run"):
             raise ApiError(422, f"model {served.name!r} ({served.task}) cannot run on PACS studies yet")
         async with pool.slot():
             series = await pool.run(_run, served, settings, request)
