@@ -24,12 +24,10 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import medsight
-from medsight.errors import ForeignInputError, InputFileError, MedsightError
-from medsight.inference.audit import AuditTrail, input_sha256
-from medsight.io import read_image
-from medsight.io.read import image_kind
-from medsight.privacy.check import NOT_DEIDENTIFIED, is_deidentified
-from medsight.service.errors import ApiError, install_error_handlers, user_error
+from medsight.errors import MedsightError
+from medsight.inference.audit import AuditTrail
+from medsight.service.diagnose import audited
+from medsight.service.errors import ApiError, install_error_handlers
 from medsight.service.models import ModelRegistry, PredictOptions, ServedModel
 from medsight.service.pacs_route import pacs_router
 from medsight.service.pool import InferencePool
@@ -46,7 +44,6 @@ UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-dat
     "properties": {FILE_FIELD: {"type": "string", "format": "binary",
                                 "description": "DICOM, NIfTI, PNG/JPEG/TIFF image (content is sniffed)"}},
 }}}}}
-SUPPORTED = "DICOM, NIfTI, PNG, JPEG, TIFF, BMP or NumPy"
 # The viewer loads nothing from elsewhere and runs no inline script.
 VIEWER_HEADERS = [
     (b"content-security-policy", b"default-src 'self'; img-src 'self' data: blob:; style-src 'self'; "
@@ -154,49 +151,6 @@ def _api_router(registry: ModelRegistry, settings: ServiceSettings, pool: Infere
     router.include_router(pacs_router(registry, settings, pool, model_named))
     router.include_router(worklist_router(registry, settings, pool, trails, lambda: db))
     return router
-
-
-def audited(trail: AuditTrail | None, caller: str, model: ServedModel, path: Path, options: PredictOptions,
-            require_deidentified: bool) -> tuple[dict[str, Any], str]:
-    """:func:`diagnose_file`, with an audit row for its answer or its refusal when there is a trail."""
-    if trail is None:
-        return diagnose_file(model, path, options, require_deidentified)
-    digest, start = input_sha256(path), time.perf_counter()
-    try:
-        result, kind = diagnose_file(model, path, options, require_deidentified)
-    except ApiError as exc:
-        trail.refusal(caller, digest, f"{exc.status_code}: {exc.detail}", time.perf_counter() - start, options.tta)
-        raise
-    trail.prediction(caller, digest, result, time.perf_counter() - start, options.tta)
-    return result, kind
-
-
-def diagnose_file(model: ServedModel, path: Path, options: PredictOptions, require_deidentified: bool
-                  ) -> tuple[dict[str, Any], str]:
-    """Sniff, read, check and diagnose one uploaded file (on a worker thread)."""
-    try:
-        kind = image_kind(path)
-    except InputFileError as exc:
-        raise user_error(exc) from None
-    if kind is None:
-        raise ApiError(415, f"unsupported content: not a {SUPPORTED} image (the file's bytes decide, "
-                            "not its name or content type)")
-    try:
-        image = read_image(path)
-    except MedsightError as exc:
-        raise user_error(exc) from None
-    if require_deidentified and kind == "dicom" and not is_deidentified(image):
-        raise ApiError(422, f"upload: {NOT_DEIDENTIFIED}")
-    dims, expected = image.ndim - 1, model.info.get("spatial_dims")
-    if expected and dims != expected:
-        raise ApiError(400, f"upload: model {model.name!r} reads {expected}D images; this one is {dims}D "
-                            f"(shape {list(image.shape[1:])})")
-    try:
-        return model.predict(image, options), kind
-    except ForeignInputError as exc:  # the input guard: unlike anything the model was trained on
-        raise user_error(exc, 422) from None
-    except MedsightError as exc:
-        raise user_error(exc) from None
 
 
 class SecurityHeaders:

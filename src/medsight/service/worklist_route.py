@@ -168,7 +168,7 @@ def worklist_router(registry: ModelRegistry, settings: ServiceSettings, pool: In
 def _view(served: ServedModel, settings: ServiceSettings, trail: AuditTrail | None, row: Any) -> tuple[dict, int]:
     """Retrieve the row's referenced instance from the PACS and diagnose it (on a worker thread)."""
     from medsight.pacs.client import PacsError, connect, pacs_errors
-    from medsight.service.app import audited
+    from medsight.service.diagnose import audited
 
     assert settings.pacs is not None
     sop = json.loads(row.result)["referenced_sop_instance_uid"]
