@@ -91,7 +91,7 @@ def test_vit_needs_an_input_size_and_a_patch_that_divides_it():
 
 def test_input_sides_must_be_multiples_of_what_the_net_downsamples_by():
     with pytest.raises(ConfigError, match="multiples of 32"):
-        build_model("swinunetr", 1, 2, 2, input_size=(48, 64), **TINY["swinunetr"])
+        build_model("swinunetr", 1, 2, 2, input_size=(64, 80), **TINY["swinunetr"])
 
 
 def test_timm_names_a_one_line_problem_where_timm_does_not_import(monkeypatch):
@@ -102,3 +102,18 @@ def test_timm_names_a_one_line_problem_where_timm_does_not_import(monkeypatch):
     assert "timm:convnext_tiny" in message and "needs timm" in message and "\n" not in message
     with pytest.raises(ConfigError, match="supports 2D input, not 3D"):
         build_model("timm:convnext_tiny", 1, 2, 3)
+
+
+def test_a_net_without_a_spatial_layer_is_explained_by_occlusion(monkeypatch):
+    import numpy as np
+
+    from medsight.inference.explain import explain, occlusion_map
+    from medsight.models.registry import MODELS, ModelSpec
+
+    monkeypatch.setitem(MODELS, "tokens-only", ModelSpec(MODELS["simple-cnn"].factory, ""))  # as a timm ViT
+    torch.manual_seed(0)
+    model = build_model("tokens-only", 1, 2, 2, channels=(4, 8), hidden=8).eval()
+    image = torch.rand(1, 16, 16)
+    heat = explain(model, "tokens-only", image, 1, "gradcam")
+    assert heat.shape == (16, 16) and heat.max() > 0
+    assert np.allclose(heat, occlusion_map(model, image[None], 1))
