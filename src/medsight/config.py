@@ -120,6 +120,9 @@ class ModelConfig(_Strict):
     name: Optional[str] = None  # None: planned from the data (see plan.json)
     spatial_dims: Optional[int] = Field(None, ge=2, le=3)  # None: as the data come
     options: dict[str, Any] = Field(default_factory=dict)  # passed to the model factory
+    # start from these weights: a safetensors/PyTorch file, a MONAI bundle or Hugging Face
+    # folder, or a medsight run folder (models/pretrained.py); plan.json records what loaded
+    pretrained: Optional[Path] = None
 
 
 class EarlyStoppingConfig(_Strict):
@@ -152,6 +155,16 @@ class TrainConfig(_Strict):
     # re-estimate BatchNorm statistics on this many clean training images before each
     # validation (training/batchnorm.py); 0 keeps the running averages
     precise_bn_samples: int = Field(256, ge=0)
+    # fine-tuning (training/finetune.py; planned when model.pretrained is set): which weights
+    # train (linear: the head; partial: the last `partial_stages` stages and the head; lora:
+    # low-rank adapters on a ViT's attention and MLP, with the head), each stage's learning
+    # rate scaled by layer_decay per stage below the head, and the head alone for head_epochs
+    finetune: Optional[Literal["full", "linear", "partial", "lora"]] = None
+    partial_stages: int = Field(2, ge=1)
+    layer_decay: Optional[float] = Field(None, gt=0, le=1)
+    head_epochs: Optional[int] = Field(None, ge=0)
+    lora_rank: int = Field(8, ge=1)
+    lora_alpha: float = Field(16.0, gt=0)
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     channels_last: bool = True
     threads: Optional[int] = Field(None, ge=1)  # None: the cores this process may use
@@ -289,13 +302,14 @@ def save_config(cfg: RunConfig, path: str | Path) -> None:
 
 
 def _resolve_paths(raw: dict[str, Any], base: Path) -> dict[str, Any]:
-    """A relative data path is looked up beside the config file first, then from the shell's
+    """A relative data path (or model.pretrained) is looked up beside the config file first, then from the shell's
     folder; it is stored absolute so the saved run config works from anywhere."""
-    data = raw.get("data")
-    if isinstance(data, dict) and isinstance(data.get("path"), str):
-        p = Path(data["path"])
-        if not p.is_absolute():
-            data["path"] = str((base / p if (base / p).exists() else p).resolve())
+    for section, key in (("data", "path"), ("model", "pretrained")):
+        node = raw.get(section)
+        if isinstance(node, dict) and isinstance(node.get(key), str):
+            p = Path(node[key])
+            if not p.is_absolute():
+                node[key] = str((base / p if (base / p).exists() else p).resolve())
     return raw
 
 

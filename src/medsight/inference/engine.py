@@ -20,6 +20,7 @@ import torch
 from medsight.errors import InputFileError
 from medsight.runtime.run_folder import EXPORT_FILE, ONNX_FILE
 from medsight.utils.extras import available, require
+from medsight.utils.hashing import file_sha256
 
 log = logging.getLogger(__name__)
 __all__ = ["EXPORT_FILE", "ONNX_FILE", "OnnxEngine", "OpenVinoEngine", "exported_model", "file_sha256"]
@@ -67,16 +68,6 @@ def exported_model(run_dir: Path, checkpoint_file: Path) -> Path | None:
                     "using PyTorch", onnx_path)
         return None
     return onnx_path
-
-
-def file_sha256(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class OpenVinoEngine:

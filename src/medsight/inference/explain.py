@@ -97,14 +97,14 @@ def explain(model: nn.Module, model_name: str, image: torch.Tensor, class_index:
     explains the image branch.
 
     Computed in fp32 (no autocast): bf16 gradients make coarse maps noisy for no gain here.
+    A net without a spatial layer to explain (``cam_layer`` empty) gets occlusion instead.
     """
     if method not in METHODS:
         raise ConfigError(f"unknown explanation method {method!r}; choose {', '.join(METHODS)}")
     layer_name = cam_layer(model, model_name)  # a fused model's is inside its image backbone
     x = image[None].to(next(model.parameters()).device, torch.float32).contiguous()
-    if method == "occlusion":
+    if method == "occlusion" or not layer_name:  # no spatial layer (a timm ViT's tokens): occlusion
         return occlusion_map(model, x, class_index)
-    layer_name = cam_layer(model, model_name)  # a fused model's is inside its image backbone
     with _cam_session(model, model.get_submodule(layer_name)), warnings.catch_warnings():
         cam = CAMS[method](nn_module=_Contrastive(model).eval(), target_layers="net." + layer_name,
                               postprocessing=_unit_range)

@@ -74,25 +74,20 @@ def export_run(run_dir: str | Path, fmt: str = "onnx", quantize: str | None = No
                           "predict, evaluate and serve run them in PyTorch")
     model = copy.deepcopy(run.model).float().to(memory_format=torch.contiguous_format).eval()
     shape = [int(run.plan["in_channels"]), *map(int, run.plan["input_shape"])]
-    example = torch.rand(2, *shape, generator=torch.Generator().manual_seed(0))
-    buf = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tracer chatter about Python control flow in MONAI nets
-        torch.onnx.export(model, (example,), buf, input_names=["image"], output_names=["logits"],
-                          dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
-                          opset_version=OPSET, dynamo=False)
+    onnx_bytes = to_onnx(model, shape)
     out = run_dir / ONNX_FILE
     meta = {"format": fmt, "file": ONNX_FILE, "opset": OPSET, "precision": quantize or "fp32",
             "checkpoint": BEST, "checkpoint_sha256": file_sha256(checkpoint_path(run_dir, BEST)),
             "input_shape": ["batch", *shape]}
     with atomic_path(out) as tmp:
-        tmp.write_bytes(buf.getvalue())
-        diff = _max_difference(model, OnnxEngine(tmp, run.runtime.threads), shape)
+        tmp.write_bytes(onnx_bytes)
+        diff = max_difference(model, OnnxEngine(tmp, run.runtime.threads), shape)
         if diff > TOLERANCE:
             raise MedsightError(f"{run_dir}: the ONNX export differs from PyTorch by {diff:.2e} "
                                 f"(more than {TOLERANCE:g}); not written")
         meta["max_abs_difference"] = diff
-        splits = _splits(run, ("train", "val") if quantize == "int8" else ("val",))
+        needed = ("train", "val") if quantize == "int8" else ("val",) if kind is CLASSIFICATION else ()
+        splits = _splits(run, needed) if needed else {}
         if quantize == "int8":
             meta["int8_validation"] = _quantize_int8(run, tmp, splits["train"], splits["val"])
     write_json(run_dir / EXPORT_FILE, meta)
@@ -111,6 +106,18 @@ def _splits(run, names: tuple[str, ...]) -> dict:
     prepared, _ = prepare_data(build_dataset(cfg.data, cfg.train.seed), cfg, names,
                                channels=int(run.plan["in_channels"]))
     return prepared
+
+
+def to_onnx(model: torch.nn.Module, shape: list[int]) -> bytes:
+    """``model`` (fp32, eval) as ONNX bytes for inputs ``(batch, *shape)``, the batch dynamic."""
+    example = torch.rand(2, *shape, generator=torch.Generator().manual_seed(0))
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer chatter about Python control flow in MONAI nets
+        torch.onnx.export(model, (example,), buf, input_names=["image"], output_names=["logits"],
+                          dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+                          opset_version=OPSET, dynamo=False)
+    return buf.getvalue()
 
 
 def quantize_onnx_int8(src: Path, dst: Path, calibration: "np.ndarray") -> None:
@@ -188,6 +195,6 @@ def int8_check(y: "np.ndarray", p32: "np.ndarray", p8: "np.ndarray",
 
 
 @torch.no_grad()
-def _max_difference(model: torch.nn.Module, engine: OnnxEngine, shape: list[int]) -> float:
+def max_difference(model: torch.nn.Module, engine: OnnxEngine, shape: list[int]) -> float:
     x = torch.rand(5, *shape, generator=torch.Generator().manual_seed(1))
     return float((engine(x) - model(x).float()).abs().max())

@@ -20,6 +20,7 @@ from medsight.inference.ensemble import EnsembleEngine
 from medsight.inference.tta import IDENTITY, View, tta_views, view_logits
 from medsight.models import build_model
 from medsight.models.fusion import fusion_model
+from medsight.models.lora import apply_lora, merge_lora
 from medsight.planning import apply_plan
 from medsight.runtime import Runtime
 from medsight.runtime.checkpoint import BEST, load_checkpoint
@@ -148,11 +149,15 @@ def load_run(run_dir: str | Path, checkpoint: str = BEST, prefer_onnx: bool = Tr
     runtime = Runtime.create(cfg.train.precision, cfg.train.channels_last, cfg.train.threads,
                              plan["spatial_dims"])
     args = (cfg.model.name, plan["in_channels"], len(plan["class_names"]), plan["spatial_dims"])
-    model = (fusion_model(*args, plan["fusion"]["table_features"], **cfg.model.options) if plan.get("fusion")
-             else build_model(*args, **cfg.model.options))
+    size = tuple(int(s) for s in plan["input_shape"])  # ViT and UNETR are built for it
+    model = (fusion_model(*args, plan["fusion"]["table_features"], size, **cfg.model.options) if plan.get("fusion")
+             else build_model(*args, input_size=size, **cfg.model.options))
+    if cfg.train.finetune == "lora":  # the checkpoint holds the adapters: wrap, load, merge
+        model = apply_lora(model, cfg.train.lora_rank, cfg.train.lora_alpha)
     checkpoint_file = checkpoint_path(run_dir, checkpoint)
     state = load_checkpoint(checkpoint_file)
     model.load_state_dict(state["model"])
+    model = merge_lora(model)
     model = runtime.model(model, plan["spatial_dims"]).eval()
     onnx = exported_model(run_dir, checkpoint_file) if prefer_onnx else None
     engine = OnnxEngine(onnx, runtime.threads) if onnx else TorchEngine(model, runtime)

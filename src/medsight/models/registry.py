@@ -8,6 +8,7 @@ from typing import Any, Callable
 from torch import nn
 
 from medsight.errors import ConfigError
+from medsight.models import backbones
 
 
 @dataclass(frozen=True)
@@ -18,6 +19,8 @@ class ModelSpec:
     min_size: int = 8  # smallest spatial size the net accepts
     description: str = ""
     task: str = "classification"  # or "segmentation": outputs one channel per class per voxel
+    sized: bool = False  # the factory takes img_size (position embeddings fix the input size)
+    multiple: int = 1  # every input side must be a multiple of this
 
 
 def _simple_cnn(in_channels, num_classes, spatial_dims, **options):
@@ -86,14 +89,36 @@ MODELS: dict[str, ModelSpec] = {
                       description="U-Net with residual units (MONAI UNet), 2D or 3D"),
     "dynunet": ModelSpec(_dynunet, "", min_size=8, task="segmentation",
                          description="nnU-Net's DynUNet (MONAI): residual blocks, deep supervision, planned depth"),
+    # Larger backbones (models/backbones.py): MONAI's defaults, so published weights fit
+    # _blocks.4 is the last stride-16 stage: at 64 px the stride-32 map is 2x2, too coarse to show a lesion
+    "efficientnet-b0": ModelSpec(backbones.efficientnet("efficientnet-b0"), "_blocks.4", min_size=32,
+                                 description="EfficientNet-B0 (MONAI EfficientNetBN), 2D or 3D"),
+    "vit": ModelSpec(backbones.vit, "token_map", min_size=8, sized=True,
+                     description="Vision Transformer (MONAI ViT, ViT-B/16 by default); Grad-CAM on the "
+                                 "patch tokens entering the last block"),
+    "segresnet": ModelSpec(backbones.segresnet, "", min_size=8, multiple=8, task="segmentation",
+                           description="SegResNet (MONAI): residual encoder, light decoder"),
+    # instance norm at its 1/32 bottleneck needs more than one pixel: 64 px at least
+    "swinunetr": ModelSpec(backbones.swinunetr, "", min_size=64, multiple=32, task="segmentation",
+                           description="SwinUNETR (MONAI): Swin Transformer encoder, U-Net decoder"),
+    "unetr": ModelSpec(backbones.unetr, "", min_size=16, multiple=16, sized=True, task="segmentation",
+                       description="UNETR (MONAI): ViT encoder, convolutional decoder"),
+    "flexunet": ModelSpec(backbones.flexunet, "", min_size=32, multiple=32, task="segmentation",
+                          description="U-Net decoder on an EfficientNet/ResNet encoder (MONAI FlexibleUNet; "
+                                      "model.options.backbone)"),
 }
+TIMM_PREFIX = "timm:"
 
 
 def model_spec(name: str) -> ModelSpec:
+    if name.startswith(TIMM_PREFIX) and len(name) > len(TIMM_PREFIX):
+        timm_name = name[len(TIMM_PREFIX):]
+        return ModelSpec(lambda *args, **options: backbones.timm_model(timm_name, *args, **options), "",
+                         dims=(2,), min_size=32, description=f"timm's {timm_name}")
     try:
         return MODELS[name]
     except KeyError:
-        raise ConfigError(f"unknown model {name!r}; known: {', '.join(MODELS)}") from None
+        raise ConfigError(f"unknown model {name!r}; known: {', '.join(MODELS)}, or timm:<name>") from None
 
 
 def cam_layer(model: nn.Module, name: str) -> str:
@@ -107,11 +132,19 @@ def build_model(name: str, in_channels: int, num_classes: int, spatial_dims: int
     """Instantiate a registered net, checking dims and input size first for a clear error."""
     spec = model_spec(name)
     if spatial_dims not in spec.dims:
-        raise ConfigError(f"model {name!r} supports {spec.dims}D input, not {spatial_dims}D")
+        raise ConfigError(f"model {name!r} supports {' or '.join(f'{d}D' for d in spec.dims)} input, "
+                          f"not {spatial_dims}D")
+    shown = "x".join(map(str, input_size or ()))
     if input_size is not None and min(input_size) < spec.min_size:
         raise ConfigError(f"model {name!r} needs inputs of at least {spec.min_size} px, got "
-                          f"{'x'.join(map(str, input_size))}; set transforms.spatial_size")
+                          f"{shown}; set transforms.spatial_size")
+    if input_size is not None and any(s % spec.multiple for s in input_size):
+        raise ConfigError(f"model {name!r} needs input sides that are multiples of {spec.multiple}, got "
+                          f"{shown}; set transforms.spatial_size (segmentation: segmentation.patch_size)")
+    options = dict(options)
+    if spec.sized and input_size is not None:
+        options.setdefault("img_size", tuple(int(s) for s in input_size))
     try:
-        return spec.factory(in_channels, num_classes, spatial_dims, **dict(options))
+        return spec.factory(in_channels, num_classes, spatial_dims, **options)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"model {name!r}: bad model.options ({exc})") from None

@@ -21,6 +21,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from medsight.config import RunConfig
+from medsight.planning.finetune import plan_finetune
 
 SMALL_INPUT = 64  # up to this size (px), keep the native resolution and a 3x3-stem ResNet
 MAX_INPUT_3D = 64  # larger volumes are resized down to this (CPU budget)
@@ -109,6 +110,7 @@ def plan_classification(fp: dict[str, Any], cfg: RunConfig, minutes: float | Non
         planned["transforms.spatial_size"] = size
         if dims == 2 and max(size) > SMALL_INPUT:
             planned["transforms.resize"] = "fit"  # keep the aspect ratio, pad the rest
+    planned.update(plan_finetune(cfg, planned))  # model.pretrained: a gentler start
     return planned
 
 

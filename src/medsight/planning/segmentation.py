@@ -18,6 +18,7 @@ import numpy as np
 
 from medsight.config import RunConfig
 from medsight.io.image import spacing_of
+from medsight.planning.finetune import plan_finetune
 
 MAX_PATCH_VOXELS = {2: 256 * 256, 3: 96 * 128 * 96}
 VOXELS_PER_STEP = {2: 32 * 64 * 64, 3: 2 * 48 * 64 * 48}  # a batch's worth of voxels
@@ -128,6 +129,7 @@ def plan_segmentation(fp: dict[str, Any], cfg: RunConfig, on_cpu: bool = True) -
         planned.update({"model.options.strides": strides, "model.options.kernel_size": kernels,
                         "model.options.filters": filters,
                         "model.options.deep_supervision": cfg.segmentation.deep_supervision})
+    planned.update(plan_finetune(cfg, planned))  # model.pretrained: a gentler start
     return planned
 
 

@@ -39,6 +39,7 @@ from medsight.runtime.run_folder import (
     write_plan,
 )
 from medsight.tasks import CLASSIFICATION, DETECTION, task_for_data
+from medsight.training.finetune import prepare_finetune
 from medsight.training.history import write_curves, write_history
 from medsight.training.trainer import EpochCallback, Setup, Trainer
 
@@ -117,6 +118,7 @@ def _train_locked(cfg: RunConfig, run_dir: Path, resume: bool, overwrite: bool,
     log.info("run folder %s; %s on %s, %d threads%s", run_dir, runtime.precision, runtime.device,
              runtime.threads, f", {dist.world_size} processes" if dist.enabled else "")
     setup = _setups()[setup_of(cfg)](cfg, runtime)
+    setup = prepare_finetune(setup)  # model.pretrained, and which weights train
     if resume:
         _check_same_config(run_dir, setup.cfg)
     if dist.is_main:

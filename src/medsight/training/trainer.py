@@ -92,7 +92,7 @@ class Trainer:
         epoch = start
         while epoch < self.epochs and not self.stopper.should_stop:
             t0 = time.perf_counter()
-            lr = self.optimizer.param_groups[0]["lr"]
+            lr = max(group["lr"] for group in self.optimizer.param_groups)  # the head's
             train_loss, train_rate = self.train_epoch(epoch)
             self._recalibrate_batchnorm(epoch)
             row = {"epoch": epoch + 1, "train_loss": train_loss, **self._validate(), "lr": lr,

@@ -1,0 +1,47 @@
+"""The fine-tuning rule: what a run starting from ``model.pretrained`` plans by default.
+
+Pretrained weights are already good; large steps at the start would wreck them while the new
+head is still random. So, unless the config says otherwise:
+
+- ``train.finetune: full`` (every weight trains);
+- ``train.lr``: a tenth of the from-scratch rate for ``full`` and ``partial``; the rate stays
+  for ``linear`` and ``lora``, which train new weights only (a head, adapters that start at zero);
+- ``train.head_epochs: 1``: the first epoch trains the head alone (the body's rate is 0), so
+  the body first sees gradients from a head that already fits (``full`` and ``partial``);
+- ``train.warmup_epochs: 2``: then the rate rises over two epochs;
+- ``train.layer_decay: 0.75`` for transformers (BEiT's and MAE's value for ViT-B: each block
+  below the head learns at 0.75x the rate of the one above), 1.0 for CNNs, whose few stages
+  fine-tune well at one rate.
+
+Every value lands in plan.json's ``planned`` like any other; setting the key wins.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from medsight.config import RunConfig
+
+LR_FACTOR = 0.1
+HEAD_EPOCHS = 1
+WARMUP_EPOCHS = 2
+TRANSFORMER_DECAY = 0.75
+TRANSFORMERS = ("vit", "swinunetr", "unetr", "timm:vit", "timm:deit", "timm:swin", "timm:eva")
+FROM_SCRATCH_LR = 1e-3  # when the task's planner chose none
+
+
+def plan_finetune(cfg: RunConfig, planned: Mapping[str, Any]) -> dict[str, Any]:
+    """Planned fine-tuning keys (added to the task planner's), or nothing without ``model.pretrained``."""
+    if cfg.model.pretrained is None:
+        return {}
+    mode = cfg.train.finetune or "full"
+    name = str(cfg.model.name or planned.get("model.name") or "")
+    lr = float(planned.get("train.lr") or FROM_SCRATCH_LR)
+    new_weights_only = mode in ("linear", "lora")
+    return {
+        "train.finetune": mode,
+        "train.lr": lr if new_weights_only else round(lr * LR_FACTOR, 8),
+        "train.head_epochs": 0 if new_weights_only else HEAD_EPOCHS,
+        "train.warmup_epochs": WARMUP_EPOCHS,
+        "train.layer_decay": TRANSFORMER_DECAY if name.startswith(TRANSFORMERS) and mode != "lora" else 1.0,
+    }
