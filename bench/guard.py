@@ -171,8 +171,9 @@ def main() -> None:
         rows.append(("3D volumes to the 2D model", run, [v[None].astype(np.float32)
                                                         for v in np.load(adrenal)["test_images"][:100]]))
     if args.ct_run:
-        from medsight.io import read_image
         from pydicom.data import get_testdata_file
+
+        from medsight.io import read_image
 
         ct = load_run(args.ct_run, prefer_onnx=False)
         rows += [("MR_small.dcm to the CT run", ct, [read_image(get_testdata_file("MR_small.dcm"))]),
