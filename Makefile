@@ -30,7 +30,7 @@ $(BIN)/.medsight-installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	# torch first, alone: resolving the project's `torch>=` first would pull a multi-GB CUDA build.
 	$(BIN)/pip install --disable-pip-version-check "$(TORCH_SPEC)" $(PIP_TORCH_ARGS)
-	$(BIN)/pip install --disable-pip-version-check -e ".[dev,service,pacs,onnx,openvino,postgres,large]" "$(TORCH_SPEC)"
+	$(BIN)/pip install --disable-pip-version-check -e ".[dev,service,pacs,onnx,openvino,postgres,large,similar]" "$(TORCH_SPEC)"
 	touch $@
 
 install: system-packages $(BIN)/.medsight-installed

@@ -18,6 +18,7 @@ from medsight.cli_cache import cache_app
 from medsight.cli_common import state, user_errors
 from medsight.cli_node import register as register_node
 from medsight.cli_pacs import pacs_app
+from medsight.cli_pretrain import register as register_pretrain
 from medsight.cli_serve import register as register_serve
 from medsight.errors import MedsightError
 
@@ -149,6 +150,8 @@ def predict(
     allow_foreign: bool = typer.Option(False, "--allow-foreign", help="Predict inputs the input guard refuses "
                                        "(another dimensionality, colour to a grey model, another modality, far "
                                        "out of distribution); they are marked out_of_distribution."),
+    similar: int = typer.Option(0, "--similar", min=0, help="Also list the K most similar cases of --index."),
+    index: Optional[Path] = typer.Option(None, "--index", help="Index folder made by `medsight index`."),
 ) -> None:
     """Diagnose new images: label, calibrated probabilities, uncertainty and a heatmap each.
 
@@ -157,6 +160,7 @@ def predict(
              medsight predict runs/demo scans/ --tta --explain occlusion
              medsight predict runs/mr-fusion --cases cases.csv --out preds   (columns path,path_t2,age,sex)
              medsight predict runs/demo scans/ --db sqlite:///var/medsight/audit.db   (audit trail)
+             medsight predict runs/demo scan.png --similar 5 --index idx   (see medsight index)
     """
     from medsight.inference.batch import PREDICTIONS_FILE, predict_paths
     from medsight.runtime.ensemble_folder import run_task
@@ -184,7 +188,8 @@ def predict(
                                tta=tta)
     else:
         report = predict_paths(run, inputs, out, heatmaps=not no_heatmap, method=explain, workers=workers,
-                               fail_fast=state["debug"], tta=tta, audit_db=audit_db, allow_foreign=allow_foreign)
+                               fail_fast=state["debug"], tta=tta, audit_db=audit_db, allow_foreign=allow_foreign,
+                               similar=similar, index=index)
     if len(report.results) <= 20:
         for r in report.results:
             typer.echo(_result_line(r))
@@ -371,6 +376,7 @@ app.add_typer(cache_app, name="cache")
 app.add_typer(audit_app, name="audit")
 register_node(app)
 register_serve(app)
+register_pretrain(app)
 
 
 def _summary_line(metrics: dict) -> str:

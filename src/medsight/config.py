@@ -171,6 +171,21 @@ class TrainConfig(_Strict):
     seed: int = 0
 
 
+class PretrainConfig(_Strict):
+    """Self-supervised pretraining (``medsight pretrain``, ``task: pretrain``): SimCLR on two
+    augmented views of each unlabelled image (``training/pretrain.py``)."""
+
+    method: Literal["simclr"] = "simclr"
+    temperature: float = Field(0.1, gt=0, le=2)  # NT-Xent (MONAI ContrastiveLoss)
+    projection_dim: int = Field(128, ge=8)  # the projection head's output; the encoder's is the model's
+    crop_min: float = Field(0.4, gt=0, le=1)  # smallest crop, as a fraction of the image's area (volume)
+    rotate_degrees: float = Field(15.0, ge=0, le=180)
+    flip: bool = True  # along every spatial axis
+    intensity: float = Field(0.2, ge=0, lt=1)  # +/- scale and shift of the normalised image (RGB: half)
+    noise_std: float = Field(0.05, ge=0)
+    blur_prob: float = Field(0.3, ge=0, le=1)  # gaussian blur
+
+
 class LesionConfig(_Strict):
     """Lesions from a probability map: connected components, and how they are matched."""
 
@@ -226,7 +241,8 @@ class DetectionConfig(_Strict):
 class RunConfig(_Strict):
     name: str = "run"
     # the task kinds of medsight.tasks; a VOC folder holds boxes, so data.dataset=voc selects detection
-    task: Literal["classification", "segmentation", "detection"] = "classification"
+    # pretrain: an encoder learnt from unlabelled images (medsight pretrain)
+    task: Literal["classification", "segmentation", "detection", "pretrain"] = "classification"
     data: DataConfig = DataConfig()
     transforms: TransformConfig = TransformConfig()
     model: ModelConfig = ModelConfig()
@@ -234,6 +250,7 @@ class RunConfig(_Strict):
     segmentation: SegmentationConfig = SegmentationConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     detection: DetectionConfig = DetectionConfig()
+    pretrain: PretrainConfig = PretrainConfig()
 
     @model_validator(mode="after")
     def _task_matches_data(self) -> "RunConfig":

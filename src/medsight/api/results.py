@@ -64,6 +64,7 @@ class Prediction(_Result):
     heatmap: np.ndarray | None = None  # (*spatial) in [0, 1], model space (None with heatmap=False)
     image: np.ndarray | None = None  # (C, *spatial) the image as the model saw it
     record: dict[str, Any] = field(default_factory=dict)  # everything `medsight predict` records
+    similar: list[dict[str, Any]] | None = None  # predict(similar=K, index=...): {case, label, distance}
     _arrays = ("heatmap", "image")
 
     def __repr__(self) -> str:

@@ -21,7 +21,7 @@ from medsight.config import RunConfig, apply_override, config_from_dict, load_co
 from medsight.errors import ConfigError, InputFileError, MedsightError
 from medsight.inference.predict import expand_inputs
 from medsight.io.validate import as_image
-from medsight.tasks import DETECTION, SEGMENTATION
+from medsight.tasks import CLASSIFICATION, DETECTION, SEGMENTATION
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,8 @@ class Run:
 
     def predict(self, image: ImageInput | Sequence[ImageInput], *, heatmap: bool = True, method: str = "gradcam",
                 tta: bool | None = None, clinical: Mapping[str, str] | None = None,
-                allow_foreign: bool = False) -> Result | list[Result]:
+                allow_foreign: bool = False, similar: int = 0, index: str | Path | None = None
+                ) -> Result | list[Result]:
         """Predict one image: a path (DICOM file or series folder, NIfTI, PNG/JPEG, .npz), or an
         array / tensor channel first (a 2D numpy array is one grey channel). A folder of 2D images
         or a list gives a list of results.
@@ -99,7 +100,12 @@ class Run:
         :class:`SegmentationResult` (``tta``: mirroring, default the run's). Detection:
         :class:`DetectionResult` (image files only). A classifier's input guard raises
         ``ForeignInputError`` for an image unlike its training data, unless ``allow_foreign``.
+        ``similar``: a classification also lists the K most similar cases of the ``index`` folder
+        (``medsight index``) as ``Prediction.similar``.
         """
+        if similar:
+            return self._with_similar(self.predict(image, heatmap=heatmap, method=method, tta=tta, clinical=clinical,
+                                                   allow_foreign=allow_foreign), similar, index)
         if isinstance(image, (list, tuple)):
             return [r for item in image for r in _as_list(self.predict(item, heatmap=heatmap, method=method,
                                                                             tta=tta, clinical=clinical,
@@ -116,6 +122,17 @@ class Run:
             raise InputFileError("array", f"is {image.ndim - 1}D (shape {tuple(image.shape)}, channel first), but the "
                                           f"model is {self._model.spatial_dims}D")
         return self._predict_image(image, "array", heatmap, method, tta, clinical, allow_foreign)
+
+    def _with_similar(self, results: Result | list[Result], k: int, index: str | Path | None
+                      ) -> Result | list[Result]:
+        from medsight.inference.similar import open_index, similar_cases
+
+        if self.kind is not CLASSIFICATION or self._model.members:
+            raise MedsightError(f"{self.path}: similar cases come from one classification run, not a {self.task} run")
+        found = open_index(self._model, k, Path(index) if index is not None else None)
+        for r in _as_list(results):
+            r.similar = r.record["similar"] = similar_cases(self._model, found, torch.from_numpy(r.image)[None], k)[0]
+        return results
 
     def _predict_path(self, path: Path, heatmap: bool, method: str, tta: bool | None,
                       clinical: Mapping[str, str] | None, allow_foreign: bool = False) -> Result:

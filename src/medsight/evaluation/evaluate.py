@@ -29,7 +29,7 @@ from medsight.inference.calibration import calibrated_softmax
 from medsight.inference.load import load_run
 from medsight.runtime.ensemble_folder import run_task
 from medsight.runtime.run_folder import RunFolder
-from medsight.tasks import CLASSIFICATION, DETECTION, SEGMENTATION
+from medsight.tasks import CLASSIFICATION, DETECTION, SEGMENTATION, require_command
 from medsight.utils.atomic import write_json
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,7 @@ def evaluate_run(run: Path, split: str = "test", data: Path | None = None,
     A threshold chosen for ``target_sensitivity`` is saved as the run's ``decision.json``
     unless ``save_decision`` is False."""
     kind = run_task(run)
+    require_command(kind, "evaluate", run)
     if kind is not CLASSIFICATION:
         if target_sensitivity is not None or threshold is not None or tta:
             raise ConfigError("--target-sensitivity, --threshold and --tta apply to classification runs")

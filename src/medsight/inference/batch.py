@@ -36,6 +36,7 @@ from medsight.inference.guard import apply_fields, check_image, ood_fields
 from medsight.inference.load import LoadedRun, load_run
 from medsight.inference.overlay import overlay_png
 from medsight.inference.predict import check_single_image, diagnose, expand_inputs, model_input
+from medsight.inference.similar import open_index, similar_cases
 from medsight.io import read_image
 from medsight.store.db import Database
 from medsight.utils.atomic import write_bytes, write_json
@@ -59,17 +60,20 @@ class BatchReport:
 def predict_paths(run_dir: Path, inputs: Sequence[Path], out_dir: Path, heatmaps: bool = True,
                   method: str = "gradcam", workers: int | None = None, batch_size: int = 32,
                   fail_fast: bool = False, tta: bool = False, audit_db: Database | None = None,
-                  caller: str | None = None, allow_foreign: bool = False) -> BatchReport:
+                  caller: str | None = None, allow_foreign: bool = False, similar: int = 0,
+                  index: Path | None = None) -> BatchReport:
     """Predict every input into ``out_dir``; see the module docstring. ``fail_fast`` raises
     the first bad file's error instead of listing it (``--debug``); ``tta`` averages the
     calibrated probabilities over test-time views (``inference/tta.py``); ``audit_db`` records
     each prediction for ``caller`` (default ``cli:USER``). Foreign inputs (``inference/guard.py``)
-    are refused like bad files, unless ``allow_foreign``: then predicted and marked."""
+    are refused like bad files, unless ``allow_foreign``: then predicted and marked. ``similar``:
+    each record also lists the K most similar cases of the ``index`` folder (``inference/similar.py``)."""
     t0 = time.perf_counter()
     if heatmaps and method not in METHODS:
         raise ConfigError(f"unknown explanation method {method!r}; choose {', '.join(METHODS)}")
     run = load_run(run_dir)
     check_single_image(run)  # runs on several images or clinical values take --cases (cases.py)
+    neighbours = open_index(run, similar, index)
     out_dir = Path(out_dir)
     paths = expand_inputs(list(inputs), run.spatial_dims)
     journal = Journal(out_dir / JOURNAL_FILE)
@@ -93,6 +97,9 @@ def predict_paths(run_dir: Path, inputs: Sequence[Path], out_dir: Path, heatmaps
             x = torch.from_numpy(np.stack([g[2] for g in good]))
             records = [_record(run, i, p, xi, meta, d, out_dir, heatmaps, method)
                        for (i, p, xi, meta), d in zip(good, diagnose(run, x, tta))]
+            if neighbours is not None:
+                for record, cases in zip(records, similar_cases(run, neighbours, x, similar)):
+                    record["similar"] = cases
             journal.append([(p, r) for (_, p, _, _), r in zip(good, records)])
         if trail is not None:
             _audit(trail, caller or cli_caller(), chunk, iter(records if good else []),

@@ -37,10 +37,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from medsight.errors import ForeignInputError
 from medsight.inference.load import LoadedRun
+from medsight.models.contrastive import feature_layer
 from medsight.runtime.run_folder import PROFILE_FILE
 
 log = logging.getLogger(__name__)
@@ -61,21 +61,14 @@ def decode_array(d: dict) -> np.ndarray:
     return np.frombuffer(base64.b64decode(d["float32_base64"]), dtype="<f4").reshape(d["shape"]).astype(np.float64)
 
 
-def last_linear(model: nn.Module) -> nn.Linear:
-    """The class-score layer of every registered classifier: its input is the penultimate feature."""
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    if not linears:
-        raise ValueError("the model has no linear class-score layer")
-    return linears[-1]
-
-
 @torch.no_grad()
 def features_and_logits(run: LoadedRun, images: torch.Tensor, batch_size: int = 64
                         ) -> tuple[np.ndarray, np.ndarray]:
     """Penultimate features ``(N, D)`` and logits ``(N, K)`` of model-space images, from the
-    PyTorch model (also when predictions run on the ONNX export)."""
+    PyTorch model (also when predictions run on the ONNX export). A pretrain run's features are
+    its encoder's output and its "logits" the projection."""
     captured: list[torch.Tensor] = []
-    hook = last_linear(run.model).register_forward_hook(
+    hook = feature_layer(run.model).register_forward_hook(
         lambda _m, inputs, _out: captured.append(inputs[0].detach().float().flatten(1).cpu()))
     logits = []
     try:

@@ -19,6 +19,7 @@ from medsight.inference.engine_choice import recorded_engine
 from medsight.inference.ensemble import EnsembleEngine
 from medsight.inference.tta import IDENTITY, View, tta_views, view_logits
 from medsight.models import build_model
+from medsight.models.contrastive import contrastive_model
 from medsight.models.fusion import fusion_model
 from medsight.models.lora import apply_lora, merge_lora
 from medsight.planning import apply_plan
@@ -27,7 +28,7 @@ from medsight.runtime.checkpoint import BEST, load_checkpoint
 from medsight.runtime.engine import Engine, TorchEngine
 from medsight.runtime.ensemble_folder import is_ensemble, member_folders
 from medsight.runtime.run_folder import PLAN_FILE, RunFolder, checkpoint_path, read_run
-from medsight.tasks import DETECTION, TaskKind, task_of
+from medsight.tasks import DETECTION, PRETRAIN, TaskKind, task_of
 from medsight.transforms import preprocessing
 from medsight.transforms.clinical import ClinicalEncoder, with_clinical
 
@@ -127,11 +128,14 @@ class LoadedRun:
         return self.calibration.review_threshold_for(tta) if self.calibration else None
 
 
-def load_run(run_dir: str | Path, checkpoint: str = BEST, prefer_onnx: bool = True) -> LoadedRun:
+def load_run(run_dir: str | Path, checkpoint: str = BEST, prefer_onnx: bool = True,
+             encoder: bool = False) -> LoadedRun:
     """A run ready to predict, on the engine ``engine.json`` chose for this CPU (else its current
     ONNX export, else PyTorch); ``prefer_onnx=False``: PyTorch at the run's precision.
 
-    An ensemble folder (``ensemble.json``) loads every member; its engine averages them."""
+    An ensemble folder (``ensemble.json``) loads every member; its engine averages them.
+    ``encoder``: a pretrain run (an encoder and its projection head) loads too, for its features;
+    otherwise it is one clear error (it predicts nothing)."""
     run_dir = Path(run_dir)
     if is_ensemble(run_dir):
         members = [load_run(m, checkpoint, prefer_onnx) for m in member_folders(run_dir)]
@@ -142,6 +146,8 @@ def load_run(run_dir: str | Path, checkpoint: str = BEST, prefer_onnx: bool = Tr
     cfg, plan = read_run(run_dir)
     if task_of(plan, run_dir / PLAN_FILE) is DETECTION:
         raise ConfigError(f"{run_dir}: a detection run; load it with medsight.load (or load_for_inference)")
+    if task_of(plan, run_dir / PLAN_FILE) is PRETRAIN and not encoder:
+        raise ConfigError(f"{run_dir}: a pretrain run; " + PRETRAIN.hint.format(run=run_dir))
     planned = dict(plan.get("planned", {}))
     if plan.get("image_columns"):  # another manifest must give the trained images, in this order
         planned["data.images"] = plan["image_columns"]
@@ -150,8 +156,13 @@ def load_run(run_dir: str | Path, checkpoint: str = BEST, prefer_onnx: bool = Tr
                              plan["spatial_dims"])
     args = (cfg.model.name, plan["in_channels"], len(plan["class_names"]), plan["spatial_dims"])
     size = tuple(int(s) for s in plan["input_shape"])  # ViT and UNETR are built for it
-    model = (fusion_model(*args, plan["fusion"]["table_features"], size, **cfg.model.options) if plan.get("fusion")
-             else build_model(*args, input_size=size, **cfg.model.options))
+    if plan.get("fusion"):
+        model = fusion_model(*args, plan["fusion"]["table_features"], size, **cfg.model.options)
+    elif plan.get("task") == PRETRAIN.name:
+        model = contrastive_model(cfg.model.name, plan["in_channels"], plan["spatial_dims"],
+                                  int(plan["projection_dim"]), size, **cfg.model.options)
+    else:
+        model = build_model(*args, input_size=size, **cfg.model.options)
     if cfg.train.finetune == "lora":  # the checkpoint holds the adapters: wrap, load, merge
         model = apply_lora(model, cfg.train.lora_rank, cfg.train.lora_alpha)
     checkpoint_file = checkpoint_path(run_dir, checkpoint)

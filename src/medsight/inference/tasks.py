@@ -10,7 +10,7 @@ from typing import Callable, Union
 from medsight.inference.detection import LoadedDetector, load_detector
 from medsight.inference.load import LoadedRun, load_run
 from medsight.runtime.ensemble_folder import run_task
-from medsight.tasks import CLASSIFICATION, DETECTION, SEGMENTATION
+from medsight.tasks import CLASSIFICATION, DETECTION, SEGMENTATION, require_command
 
 Loaded = Union[LoadedRun, LoadedDetector]
 LOADERS: dict[str, Callable[[Path], Loaded]] = {
@@ -22,4 +22,7 @@ LOADERS: dict[str, Callable[[Path], Loaded]] = {
 
 def load_for_inference(run_dir: str | Path) -> Loaded:
     """A run folder (or ensemble) ready to predict, loaded the way its task kind needs."""
-    return LOADERS[run_task(run_dir).name](Path(run_dir))
+    kind = run_task(run_dir)
+    if kind.name not in LOADERS:  # a pretrain run: an encoder, nothing to predict with
+        require_command(kind, "predict", run_dir)
+    return LOADERS[kind.name](Path(run_dir))

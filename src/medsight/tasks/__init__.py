@@ -18,8 +18,8 @@ from typing import Any, Mapping
 
 from medsight.errors import InputFileError, MedsightError
 
-__all__ = ["TaskKind", "TASKS", "CLASSIFICATION", "SEGMENTATION", "DETECTION", "task_of", "task_named",
-           "task_for_data", "require_command"]
+__all__ = ["TaskKind", "TASKS", "CLASSIFICATION", "SEGMENTATION", "DETECTION", "PRETRAIN", "task_of",
+           "task_named", "task_for_data", "require_command"]
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,8 @@ class TaskKind:
     ``ensemble`` apply; ``fixed_input_size``: new images are resized to the trained input
     (segmentation keeps their size and slides a window); ``pictures_only``: inputs must be 8-bit
     2D image files (box detection); ``plan_names``: the ``task`` values in ``plan.json`` that
-    mean this kind (``fusion``: a classifier that also reads clinical values).
+    mean this kind (``fusion``: a classifier that also reads clinical values); ``hint``: what to do
+    instead when a command refuses such a run (``{run}`` is the run folder).
     """
 
     name: str
@@ -46,13 +47,15 @@ class TaskKind:
     fixed_input_size: bool
     pictures_only: bool = False
     plan_names: tuple[str, ...] = ()
+    hint: str = ""
 
     def accepts(self, command: str) -> bool:
         return command in self.commands
 
 
 CLASSIFICATION = TaskKind("classification", "a label and calibrated probabilities per image",
-                          frozenset({"predict", "evaluate", "serve", "pacs run", "calibrate", "export", "ensemble"}),
+                          frozenset({"predict", "evaluate", "serve", "pacs run", "calibrate", "export", "ensemble",
+                                     "embed", "index"}),
                           "predict", exports=True, calibrates=True, ensembles=True, fixed_input_size=True,
                           plan_names=("classification", "fusion"))
 SEGMENTATION = TaskKind("segmentation", "a label map and a lesion table per image",
@@ -61,8 +64,15 @@ SEGMENTATION = TaskKind("segmentation", "a label map and a lesion table per imag
 DETECTION = TaskKind("detection", "boxes, scores and class names per image",
                      frozenset({"predict", "evaluate", "serve"}), "predict", exports=False, calibrates=False,
                      ensembles=False, fixed_input_size=False, pictures_only=True, plan_names=("detection",))
+# An encoder learnt without labels (medsight pretrain): it predicts nothing by itself, so it is not
+# one of TASKS (whose every kind predicts, evaluates and serves); embed/index and fine-tuning take it.
+PRETRAIN = TaskKind("pretrain", "an encoder learnt from unlabelled images (self-supervised)",
+                    frozenset({"embed", "index"}), "embed", exports=False, calibrates=False, ensembles=False,
+                    fixed_input_size=True, plan_names=("pretrain",),
+                    hint="it holds an encoder, not a predictor: fine-tune it with `medsight train --data DATA "
+                         "--set model.pretrained={run}`, or use `medsight embed` / `medsight index`")
 TASKS: dict[str, TaskKind] = {kind.name: kind for kind in (CLASSIFICATION, SEGMENTATION, DETECTION)}
-_BY_PLAN_NAME = {alias: kind for kind in TASKS.values() for alias in kind.plan_names}
+_BY_PLAN_NAME = {alias: kind for kind in (*TASKS.values(), PRETRAIN) for alias in kind.plan_names}
 DATASET_TASKS = {"voc": DETECTION}  # data sets that imply their task (VOC folders hold boxes)
 
 
@@ -90,4 +100,6 @@ def require_command(kind: TaskKind, command: str, run: str | Path) -> None:
         return
     instead = f"; use `medsight {kind.predict_with}`" if kind.accepts(kind.predict_with) and command in (
         "predict", "segment") else ""
+    if kind.hint:
+        instead = "; " + kind.hint.format(run=run)
     raise MedsightError(f"{run}: a {kind.name} run; `medsight {command}` does not take {kind.name} runs{instead}")

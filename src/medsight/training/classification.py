@@ -43,21 +43,11 @@ def setup_classification(cfg: RunConfig, runtime: Runtime, minutes: float | None
     if not data.class_names:  # e.g. a manifest with masks and no labels
         raise ConfigError(f"{cfg.data.path or cfg.data.dataset}: no class labels to classify; "
                           "for masks set task: segmentation")
-    if uses_cache(data):  # files: a streamed sample for the plan, then the on-disk cache
-        items = data.split("train")
-        sample, labels = [items[i] for i in fingerprint_sample(len(items))], [int(it["label"]) for it in items]
-        fp = sample_fingerprint(cfg, "classification", sample, [labels, data.class_names],
-                                lambda: fingerprint(LazyItems(sample, cfg.data), data.class_names, labels))
-    else:
-        loaded = load_splits(data, cfg, ("train", "val"))
-        fp = fingerprint(loaded["train"], data.class_names)
+    fp, loaded = data_fingerprint(cfg, data)
     planned = open_keys(cfg, plan_classification(fp, cfg, minutes))
     cfg = apply_plan(cfg, planned)
     log.info("plan: %s", describe(planned))
-    if uses_cache(data):
-        prepared, channels = prepare_cached(data, cfg, ("train", "val"), cfg.transforms.channels or fp["channels"])
-    else:
-        prepared, channels = prepare_loaded(loaded, cfg)
+    prepared, channels = prepare_splits(cfg, data, loaded, fp)
     train, val = prepared["train"], prepared["val"]
     torch.manual_seed(cfg.train.seed)  # the same initial weights for the same seed
     model = build_model(cfg.model.name, channels, data.num_classes, cfg.model.spatial_dims,
@@ -67,6 +57,27 @@ def setup_classification(cfg: RunConfig, runtime: Runtime, minutes: float | None
                               cfg.train.label_smoothing)
     plan = {**make_plan(cfg, data, prepared, channels), "fingerprint": fp, "planned": planned}
     return Setup(cfg, model, task, plan)
+
+
+def data_fingerprint(cfg: RunConfig, data: SplitData) -> tuple[dict, dict | None]:
+    """The planner's fingerprint of the training split, and the loaded splits of an in-memory set
+    (None for files: a streamed sample for the plan, then the on-disk cache)."""
+    if uses_cache(data):
+        items = data.split("train")
+        sample, labels = [items[i] for i in fingerprint_sample(len(items))], [int(it["label"]) for it in items]
+        fp = sample_fingerprint(cfg, "classification", sample, [labels, data.class_names],
+                                lambda: fingerprint(LazyItems(sample, cfg.data), data.class_names, labels))
+        return fp, None
+    loaded = load_splits(data, cfg, ("train", "val"))
+    return fingerprint(loaded["train"], data.class_names), loaded
+
+
+def prepare_splits(cfg: RunConfig, data: SplitData, loaded: dict | None, fp: dict
+                   ) -> tuple[dict[str, PreparedSplit], int]:
+    """Train and val preprocessed once with the planned config (through the cache for files)."""
+    if loaded is None:
+        return prepare_cached(data, cfg, ("train", "val"), cfg.transforms.channels or fp["channels"])
+    return prepare_loaded(loaded, cfg)
 
 
 def augmenter(cfg: RunConfig) -> BatchAugment | None:

@@ -54,10 +54,11 @@ def _setups() -> dict[str, Callable[[RunConfig, Runtime], Setup]]:
     from medsight.training.classification import setup_classification
     from medsight.training.detection import setup_detection
     from medsight.training.fusion import setup_fusion
+    from medsight.training.pretrain import setup_pretrain
     from medsight.training.segmentation import setup_segmentation
 
     return {"classification": setup_classification, "segmentation": setup_segmentation,
-            "detection": setup_detection, "fusion": setup_fusion}
+            "detection": setup_detection, "fusion": setup_fusion, "pretrain": setup_pretrain}
 
 
 def setup_of(cfg: RunConfig) -> str:

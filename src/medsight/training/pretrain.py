@@ -1,0 +1,111 @@
+"""Self-supervised pretraining (``task: pretrain``): SimCLR with MONAI's NT-Xent loss.
+
+Each image gives two random views (``transforms/contrastive.py``); the encoder (the planned
+classifier without its class-score layer) and a projection MLP are trained so that the two
+views of one image are nearer to each other than to every other image's views in the batch
+(``monai.losses.ContrastiveLoss``, Chen et al. 2020). Only this task is new: the planner,
+cache, trainer, time budget, resume, progress bar and run folder are the classification
+run's. The val split scores the same loss on fixed views (``val_loss``, which picks ``best.pt``).
+
+Under DistributedDataParallel each process contrasts its own slice of the batch (fewer
+negatives than one process with the whole batch; no gather across processes).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Iterator
+
+import torch
+from monai.losses import ContrastiveLoss
+from torch import nn
+
+from medsight.config import RunConfig
+from medsight.data.prepared import PreparedSplit
+from medsight.data.unlabelled import unlabelled_dataset
+from medsight.models.contrastive import contrastive_model
+from medsight.planning import apply_plan, open_keys
+from medsight.planning.classification import plan_classification
+from medsight.runtime import Runtime
+from medsight.training.classification import data_fingerprint, describe, make_plan, prepare_splits
+from medsight.training.trainer import Setup
+from medsight.transforms.contrastive import ContrastiveViews
+from medsight.utils.prefetch import prefetch
+
+log = logging.getLogger(__name__)
+VAL_SEED = 12345  # the val views are the same every epoch, so val_loss compares epochs
+# What pretraining plans differently from classification: its own augmentation (none of the
+# classifier's), the contrastive loss on val as the monitor, no class weights.
+PRETRAIN_PLAN = {"transforms.augment": {}, "train.monitor": "val_loss", "train.class_weights": "none"}
+
+
+def setup_pretrain(cfg: RunConfig, runtime: Runtime) -> Setup:
+    """Unlabelled data, the classification planner's input size and model, the contrastive task."""
+    data = unlabelled_dataset(cfg.data, cfg.train.seed)
+    fp, loaded = data_fingerprint(cfg, data)
+    planned = open_keys(cfg, {**plan_classification(fp, cfg), **PRETRAIN_PLAN})
+    cfg = apply_plan(cfg, planned)
+    log.info("plan: %s", describe(planned))
+    prepared, channels = prepare_splits(cfg, data, loaded, fp)
+    train, val = prepared["train"], prepared["val"]
+    size = tuple(train.images.shape[2:])
+    torch.manual_seed(cfg.train.seed)
+    model = contrastive_model(cfg.model.name, channels, cfg.model.spatial_dims, cfg.pretrain.projection_dim,
+                              input_size=size, **cfg.model.options)
+    views = ContrastiveViews(cfg.pretrain, cfg.model.spatial_dims, size, channels)
+    task = PretrainTask(train, val, cfg.train.batch_size, views, cfg.pretrain.temperature)
+    plan = {**make_plan(cfg, data, prepared, channels), "task": "pretrain", "class_names": [],
+            "method": cfg.pretrain.method, "feature_dim": model.projection[0].in_features,
+            "projection_dim": cfg.pretrain.projection_dim, "fingerprint": fp, "planned": planned}
+    plan.pop("train_class_counts", None)
+    return Setup(cfg, model, task, plan)
+
+
+class PretrainTask:
+    """Batches of two views per image, NT-Xent loss, and the same loss on val's fixed views."""
+
+    def __init__(self, train: PreparedSplit, val: PreparedSplit, batch_size: int, views: ContrastiveViews,
+                 temperature: float):
+        self.train, self.val, self.batch_size, self.views = train, val, max(2, batch_size), views
+        self.criterion = ContrastiveLoss(temperature=temperature)
+
+    def _batches(self, split: PreparedSplit, order: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        # an image alone in a batch has no negatives to contrast with: batches of at least 2
+        batches = [idx for idx in (order[s:s + self.batch_size] for s in range(0, len(order), self.batch_size))
+                   if len(idx) >= 2]
+        images = split.images
+        streamed = getattr(images, "in_memory", True) is False
+        reads = prefetch(batches, images.__getitem__) if streamed else (images[idx] for idx in batches)
+        for idx, x in zip(batches, reads):
+            yield idx, x
+
+    def train_batches(self, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = torch.randperm(len(self.train), generator=torch.Generator().manual_seed(seed))
+        self.views.seed(seed)
+        for idx, x in self._batches(self.train, order):
+            yield self.views(x), torch.zeros(len(idx))  # no targets: the pairing is the label
+
+    def norm_batches(self, seed: int, max_images: int) -> Iterator[torch.Tensor]:
+        """Clean training images (a seeded subset) for BatchNorm re-estimation: the statistics
+        the encoder's features are later read with."""
+        order = torch.randperm(len(self.train), generator=torch.Generator().manual_seed(seed + 1))[:max_images]
+        for _, x in self._batches(self.train, order):
+            yield x
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        z = outputs.float()
+        return self.criterion(z[:, 0], z[:, 1])
+
+    @torch.no_grad()
+    def validate(self, model: nn.Module, runtime: Runtime) -> dict[str, float]:
+        model.eval()
+        self.views.seed(VAL_SEED)
+        total, count = 0.0, 0
+        for idx, x in self._batches(self.val, torch.arange(len(self.val))):
+            views = runtime.batch(self.views(x))  # outside autocast: MONAI's affine grid stays float32
+            with runtime.autocast():
+                z = model(views)
+            loss = self.loss(z, None)
+            total, count = total + float(loss) * len(idx), count + len(idx)
+        model.train()
+        return {"val_loss": total / count if count else float("nan")}
