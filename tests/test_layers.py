@@ -9,7 +9,7 @@ Lowest first (README, "Layers"):
     4  training
     5  inference
     6  evaluation
-    7  service, pacs, node, cli, cli_common, cli_pacs, cli_cache, cli_audit, cli_node, cli_serve, cli_pretrain, demo, api (the Python API)
+    7  service, pacs, node, cli, cli_common, cli_pacs, cli_cache, cli_audit, cli_node, cli_serve, cli_pretrain, cli_deid, demo, api (the Python API)
 
 Every module under src/medsight is read with ``ast`` (imports at the top and inside functions;
 relative imports resolved; imports under ``if TYPE_CHECKING:`` ignored, they do not run).
@@ -36,7 +36,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("training",),
     ("inference",),
     ("evaluation",),
-    ("service", "pacs", "node", "cli", "cli_common", "cli_pacs", "cli_cache", "cli_audit", "cli_node", "cli_serve", "cli_pretrain", "demo",
+    ("service", "pacs", "node", "cli", "cli_common", "cli_pacs", "cli_cache", "cli_audit", "cli_node", "cli_serve", "cli_pretrain", "cli_deid", "demo",
      "api"),
 )
 LAYER_OF = {name: rank for rank, names in enumerate(LAYERS) for name in names}
