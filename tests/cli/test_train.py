@@ -16,7 +16,7 @@ from tests.cli.helpers import assert_user_error, invoke
 def test_train_makes_a_run_folder_with_the_override_applied(cli_run):
     saved = yaml.safe_load((cli_run / "config.yaml").read_text())
     assert saved["train"]["epochs"] == 1  # --set beat the file's 3
-    assert saved["model"] == {"name": "resnet18-small", "spatial_dims": 2, "options": {"width": 8}}
+    assert saved["model"] == {"name": "resnet18-small", "spatial_dims": 2, "options": {"width": 8}, "pretrained": None}
     assert saved["data"]["synthetic"]["n_train"] == 48
     history = (cli_run / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in history] == [1]
