@@ -23,22 +23,33 @@ def _instances(pacs, study_uid: str) -> list[dict]:
     return found.json()
 
 
+def _send_and_redo(node, ct) -> tuple[JobQueue, list]:
+    """Send ``ct`` to the node; a worker sends the results and dies before marking the job done,
+    and a second worker redoes it once the lease expires. The queue and the first results sent."""
+    assert send_files(node.port, ct) == [0, 0]
+    queue = JobQueue(node.db)
+    wait_for(lambda: queue.with_status("queued"), 30, "the job to be queued")
+    doomed = Worker(node.cfg.model_copy(update={"lease_seconds": 0.5}), node.db, name="doomed")
+    first = doomed.process(doomed.queue.claim(doomed.name))  # sent, then killed before done
+    survivor = Worker(node.cfg, node.db, doomed.models, name="survivor")
+    job = wait_for(lambda: survivor.run_one(), 10, "the expired job to be claimed again")
+    assert queue.get(job.id).status == "done"
+    return queue, first
+
+
+def _started_node(tmp_path, node_run, destination) -> tuple[Node, list, str]:
+    """A node sending to ``destination``, and a two-slice CT series (its files and study UID)."""
+    path = write_node_config(tmp_path, node_run, destination, quiet_seconds=1)
+    ct = write_series(tmp_path / "ct", n=2)
+    return Node(load_node_config(path)).start(), ct, pydicom.dcmread(ct[0]).StudyInstanceUID
+
+
 def test_results_reach_orthanc_once_after_a_redone_job(tmp_path, node_run):
     with orthanc_server(tmp_path / "orthanc", dicom=True) as pacs:
         destination = {"ae_title": pacs.aet, "host": "127.0.0.1", "port": pacs.dicom_port}
-        path = write_node_config(tmp_path, node_run, destination, quiet_seconds=1)
-        ct = write_series(tmp_path / "ct", n=2)
-        study = pydicom.dcmread(ct[0]).StudyInstanceUID
-        node = Node(load_node_config(path)).start()
+        node, ct, study = _started_node(tmp_path, node_run, destination)
         try:
-            assert send_files(node.port, ct) == [0, 0]
-            queue = JobQueue(node.db)
-            wait_for(lambda: queue.with_status("queued"), 30, "the job to be queued")
-            doomed = Worker(node.cfg.model_copy(update={"lease_seconds": 0.5}), node.db, name="doomed")
-            first = doomed.process(doomed.queue.claim(doomed.name))  # sent, then killed before done
-            survivor = Worker(node.cfg, node.db, doomed.models, name="survivor")
-            job = wait_for(lambda: survivor.run_one(), 10, "the expired job to be claimed again")
-            assert queue.get(job.id).status == "done"
+            _, first = _send_and_redo(node, ct)
         finally:
             node.stop()
         stored = _instances(pacs, study)
@@ -57,19 +68,9 @@ def test_results_reach_orthanc_by_stow_rs_and_the_worklist_shows_the_finding(tmp
             Node(load_node_config(write_node_config(tmp_path, node_run, wrong))).start()
         (tmp_path / "pacs.pw").write_text(pacs.password + "\n")
         destination = {"stow_url": pacs.url, "user": pacs.user, "password_file": "pacs.pw"}
-        path = write_node_config(tmp_path, node_run, destination, quiet_seconds=1)
-        ct = write_series(tmp_path / "ct", n=2)
-        study = pydicom.dcmread(ct[0]).StudyInstanceUID
-        node = Node(load_node_config(path)).start()
+        node, ct, study = _started_node(tmp_path, node_run, destination)
         try:
-            assert send_files(node.port, ct) == [0, 0]
-            queue = JobQueue(node.db)
-            wait_for(lambda: queue.with_status("queued"), 30, "the job to be queued")
-            doomed = Worker(node.cfg.model_copy(update={"lease_seconds": 0.5}), node.db, name="doomed")
-            sent = doomed.process(doomed.queue.claim(doomed.name))  # sent, then killed before done
-            survivor = Worker(node.cfg, node.db, doomed.models, name="survivor")
-            job = wait_for(lambda: survivor.run_one(), 10, "the expired job to be claimed again")
-            assert queue.get(job.id).status == "done"
+            _, sent = _send_and_redo(node, ct)
             [row], _ = worklist_page(node.db)
         finally:
             node.stop()
