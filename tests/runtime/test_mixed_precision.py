@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from medsight.models import build_model
+from medsight.models.heads import last_linear
 from medsight.runtime import Runtime
-from medsight.runtime.mixed import keep_head_fp32, last_linear
+from medsight.runtime.mixed import keep_head_fp32
 
 
 def _model():

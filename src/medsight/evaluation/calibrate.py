@@ -22,8 +22,7 @@ from pathlib import Path
 
 import torch
 
-from medsight.data.prepared import PreparedSplit, prepare_data
-from medsight.data.registry import build_dataset
+from medsight.data.prepared import PreparedSplit
 from medsight.errors import ConfigError
 from medsight.evaluation.calibration import expected_calibration_error
 from medsight.inference.calibration import CALIBRATION_FILE, calibrated_softmax, fit_temperature, nll, read_calibration
@@ -92,10 +91,7 @@ def calibrate_run(run_dir: str | Path, val: PreparedSplit | None = None, review_
 
 def val_split(loaded: LoadedRun, split: str = "val") -> PreparedSplit:
     """The run's validation (or another) split, preprocessed as the model expects."""
-    cfg = loaded.inference_config()
-    dataset = build_dataset(cfg.data, cfg.train.seed)
-    prepared, _ = prepare_data(dataset, cfg, [split], channels=int(loaded.plan["in_channels"]))
-    return loaded.with_clinical(prepared[split])  # fused runs: + table
+    return loaded.prepared_splits([split])[split]
 
 
 def _fit(logits: torch.Tensor, y: torch.Tensor, fraction: float) -> dict:

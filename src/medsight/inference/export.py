@@ -87,25 +87,14 @@ def export_run(run_dir: str | Path, fmt: str = "onnx", quantize: str | None = No
                                 f"(more than {TOLERANCE:g}); not written")
         meta["max_abs_difference"] = diff
         needed = ("train", "val") if quantize == "int8" else ("val",) if kind is CLASSIFICATION else ()
-        splits = _splits(run, needed) if needed else {}
+        splits = run.prepared_splits(needed) if needed else {}
         if quantize == "int8":
             meta["int8_validation"] = _quantize_int8(run, tmp, splits["train"], splits["val"])
     write_json(run_dir / EXPORT_FILE, meta)
     log.info("exported %s (%s; max |ONNX - PyTorch| = %.1e)", out, meta["precision"], diff)
     if kind is CLASSIFICATION:  # which engine predict uses, now that the export is one of them
-        choose_engine(load_run(run_dir, prefer_onnx=False), splits["val"].images)
+        choose_engine(run, splits["val"].images)
     return out
-
-
-def _splits(run, names: tuple[str, ...]) -> dict:
-    """The run's ``names`` splits, preprocessed as the model expects."""
-    from medsight.data.prepared import prepare_data
-    from medsight.data.registry import build_dataset
-
-    cfg = run.inference_config()
-    prepared, _ = prepare_data(build_dataset(cfg.data, cfg.train.seed), cfg, names,
-                               channels=int(run.plan["in_channels"]))
-    return prepared
 
 
 def to_onnx(model: torch.nn.Module, shape: list[int]) -> bytes:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from monai.transforms import Compose
@@ -90,6 +91,16 @@ class LoadedRun:
         """A prepared split as the model reads it: paired with its encoded table for fused runs."""
         encoder = self.clinical
         return split if encoder is None else with_clinical(split, encoder)
+
+    def prepared_splits(self, names: Sequence[str]) -> dict[str, PreparedSplit]:
+        """The run's own data set's ``names`` splits, preprocessed as the model reads them."""
+        from medsight.data.prepared import prepare_data
+        from medsight.data.registry import build_dataset
+
+        cfg = self.inference_config()
+        prepared, _ = prepare_data(build_dataset(cfg.data, cfg.train.seed), cfg, list(names),
+                                   channels=int(self.plan["in_channels"]))
+        return {name: self.with_clinical(part) for name, part in prepared.items()}
 
     def threshold(self) -> float:
         """Decision threshold: one chosen by ``evaluate --target-sensitivity``, else the config's.

@@ -14,17 +14,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from medsight.models.heads import last_linear, strip_last_linear
 from medsight.models.registry import build_model
 
 PROJECTION = "projection"
-
-
-def last_linear_name(model: nn.Module) -> str:
-    """The qualified name of the class-score layer (the last ``nn.Linear``) of a registered classifier."""
-    names = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
-    if not names:
-        raise ValueError("the model has no linear class-score layer")
-    return names[-1]
 
 
 def feature_layer(model: nn.Module) -> nn.Module:
@@ -33,7 +26,10 @@ def feature_layer(model: nn.Module) -> nn.Module:
     projection = getattr(model, PROJECTION, None)
     if isinstance(projection, nn.Module):
         return projection
-    return model.get_submodule(last_linear_name(model))
+    found = last_linear(model)
+    if found is None:
+        raise ValueError("the model has no linear class-score layer")
+    return found[1]
 
 
 class ContrastiveNet(nn.Module):
@@ -68,10 +64,7 @@ def contrastive_model(name: str, in_channels: int, spatial_dims: int, projection
     """The registry's ``name`` with its class-score layer replaced by identity, and a projection MLP
     (hidden width = feature width, as in SimCLR)."""
     model = build_model(name, in_channels, 2, spatial_dims, input_size=input_size, **options)
-    head = last_linear_name(model)
-    features = model.get_submodule(head).in_features
-    parent, _, leaf = head.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, leaf, nn.Identity())
+    features = strip_last_linear(model)
     projection = nn.Sequential(nn.Linear(features, features), nn.ReLU(inplace=True),
                                nn.Linear(features, projection_dim))
     return ContrastiveNet(model, projection, spatial_dims)

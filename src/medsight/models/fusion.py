@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from medsight.errors import ConfigError
+from medsight.models.heads import strip_last_linear
 from medsight.models.registry import build_model, model_spec
 from medsight.transforms.fusion_batch import FusionBatch
 
@@ -33,7 +34,7 @@ class FusionClassifier(nn.Module):
         super().__init__()
         if table_features < 1:
             raise ConfigError("a fusion model needs at least one clinical feature")
-        image_features = _strip_final_linear(backbone)
+        image_features = strip_last_linear(backbone)
         self.backbone = backbone
         self.table = nn.Sequential(nn.Linear(table_features, embedding), nn.ReLU(inplace=True),
                                    nn.Linear(embedding, embedding), nn.ReLU(inplace=True))
@@ -58,15 +59,3 @@ def fusion_model(name: str, in_channels: int, num_classes: int, spatial_dims: in
         raise ConfigError(f"model {name!r} is not a classifier; clinical fusion needs one")
     backbone = build_model(name, in_channels, num_classes, spatial_dims, input_size, **options)
     return FusionClassifier(backbone, table_features, num_classes, cam_layer=spec.cam_layer)
-
-
-def _strip_final_linear(backbone: nn.Module) -> int:
-    """Replace the last ``nn.Linear`` (the class scores of every registered classifier) with
-    the identity, so the backbone returns its pooled features; their number."""
-    linears = [(name, m) for name, m in backbone.named_modules() if isinstance(m, nn.Linear)]
-    if not linears:
-        raise ConfigError(f"{type(backbone).__name__} has no final linear layer to fuse at")
-    name, layer = linears[-1]
-    parent, _, attr = name.rpartition(".")
-    setattr(backbone.get_submodule(parent) if parent else backbone, attr, nn.Identity())
-    return int(layer.in_features)

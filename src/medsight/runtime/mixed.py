@@ -15,11 +15,7 @@ import functools
 import torch
 from torch import nn
 
-
-def last_linear(model: nn.Module) -> tuple[str, nn.Linear] | None:
-    """The model's last ``nn.Linear`` (the class scores of every registered classifier), if any."""
-    linears = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear)]
-    return linears[-1] if linears else None
+from medsight.models.heads import last_linear
 
 
 def keep_head_fp32(model: nn.Module) -> nn.Module:
