@@ -155,6 +155,10 @@ def test_a_bad_file_fails_or_is_skipped_by_policy(tmp_path):
     prepared, _ = prepare_data(data, skip, ("train",))
     assert len(prepared["train"]) == len(data.split("train")) - 1
     assert [os.path.basename(f) for f, _ in data.skipped] == [os.path.basename(train0)]
+    # each kept image keeps its own label and source: a skipped file shifts nothing
+    kept = data.split("train")[1:]
+    assert prepared["train"].labels.tolist() == [int(it["label"]) for it in kept]
+    assert [os.path.basename(s) for s in prepared["train"].sources] == [os.path.basename(it["image"]) for it in kept]
 
 
 def test_unwritable_cache_is_one_clear_error(tmp_path):
@@ -242,3 +246,21 @@ def test_the_fingerprint_is_read_once_per_sample(tmp_path):
     c = remembered(tmp_path, "classification", {"sample": ["k1", "k3"]}, compute)  # another file
     assert a == b == c == {"n_cases": 3, "shape_median": [10.0, 12.0]} and len(calls) == 2
     assert cache_info(tmp_path) == []  # not a settings folder
+
+
+def test_the_build_starts_its_workers_once(tmp_path, monkeypatch):
+    """One set of worker processes per build: a progress bar that also iterates the loader
+    (tqdm.auto does, on construction) starts a second set that sits idle holding memory."""
+    manifest = _manifest(tmp_path, n=cache_mod.PARALLEL_FROM + 16)
+    cfg = _cfg(manifest, tmp_path / "cache")
+    started = []
+    real_iter = torch.utils.data.DataLoader.__iter__
+
+    def counting_iter(self):
+        started.append(self.num_workers)
+        return real_iter(self)
+
+    monkeypatch.setattr(torch.utils.data.DataLoader, "__iter__", counting_iter)
+    prepared, _ = _prepare(cfg, splits=("train",))
+    assert len(prepared["train"]) >= cache_mod.PARALLEL_FROM
+    assert started == [min(os.cpu_count() or 1, 4)]

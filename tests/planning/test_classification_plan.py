@@ -107,3 +107,22 @@ def test_a_time_budget_ends_training_in_time(tmp_path):
     assert state["seconds"] <= 0.25 * 60 * 1.1  # the loop itself ends in time
     assert seconds < 0.25 * 60 + 30  # data preparation on top
     assert (run / "checkpoints" / "best.pt").is_file()
+
+
+def test_the_fingerprint_keeps_no_image_it_has_read():
+    """It reads a sample of full-size images one at a time: 256 X-rays of 1024^2 held at once
+    would be 1 GB."""
+    import tracemalloc
+
+    def stream(n=16, rng=np.random.default_rng(0)):
+        for i in range(n):  # float32 arrays: make_image shares their (traced) memory
+            yield {"image": make_image(rng.random((1, 512, 512), dtype=np.float32)), "label": i % 2}
+
+    tracemalloc.start()
+    try:
+        fp = fingerprint(stream(), ["a", "b"], labels=[i % 2 for i in range(16)])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert fp["n_read"] == 16
+    assert peak < 8 * 2**20, f"peak {peak / 2**20:.0f} MB for 1 MB images"

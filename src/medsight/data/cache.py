@@ -173,9 +173,12 @@ def build_entries(items: Sequence[Item], store: CaseStore, make: Callable[[Item]
                   policy: str = "fail", progress: bool = True, workers: int | None = None,
                   what: str = "preprocessing") -> tuple[list[dict], list[tuple[str, str]]]:
     """Metadata of every item's cache entry, building the missing ones with ``make(item)``
-    (which preprocesses and calls ``store.put``); return ``(metas, skipped)`` in item order."""
-    from tqdm.auto import tqdm
+    (which preprocesses and calls ``store.put``); return ``(metas, skipped)``, ``metas`` in item
+    order with None for a skipped file."""
+    # tqdm.std, not tqdm.auto: tqdm.auto's constructor calls iter() on what it wraps, which for a
+    # DataLoader starts a second set of workers that then sit idle holding memory.
     from tqdm.contrib.logging import logging_redirect_tqdm
+    from tqdm.std import tqdm
 
     keys = [case_key(it) for it in items]
     metas: list[dict | None] = [store.meta(k) for k in keys]
@@ -201,7 +204,7 @@ def build_entries(items: Sequence[Item], store: CaseStore, make: Callable[[Item]
                 metas[missing[j]] = meta
     if skipped:
         log.warning("skipped %d of %d files", len(skipped), len(items))
-    return [m for m in metas if m is not None], skipped
+    return metas, skipped
 
 
 def sample_locations(mask: np.ndarray, num_classes: int) -> np.ndarray:
@@ -252,8 +255,11 @@ class CachedImages:
         self.case_shape = shapes.pop() if shapes else (0,)
         itemsize = 1 if store.encoding == "uint8" else 2
         self._ram: np.ndarray | None = None
-        if len(self.keys) * int(np.prod(self.case_shape)) * itemsize <= RAM_LIMIT_BYTES:
-            self._ram = np.stack([store.load(k) for k in self.keys]) if self.keys else None
+        if self.keys and len(self.keys) * int(np.prod(self.case_shape)) * itemsize <= RAM_LIMIT_BYTES:
+            first = store.load(self.keys[0])
+            self._ram = np.empty((len(self.keys), *first.shape), first.dtype)  # filled in place: no 2x peak
+            for i, key in enumerate(self.keys):
+                self._ram[i] = first if i == 0 else store.load(key)
 
     @property
     def in_memory(self) -> bool:

@@ -198,14 +198,17 @@ def prepare_cached(data: SplitData, cfg: RunConfig, splits: Sequence[str],
     store = cache_store(cfg, "classification", dims, channels)
     make = _ClassificationEntry(preprocessing(cfg.transforms, dims, channels), dims, store,
                                 cfg.data.require_deidentified)
-    out = {}
+    # every split's entries first: the build's workers are forked before any split is held in RAM
+    built = {}
     for split in splits:
         items = data.split(split)
         metas, skipped = build_entries(items, store, make, policy=cfg.data.bad_files, what=f"preprocessing {split}")
         data.skipped.extend(skipped)
-        kept = [(it, m) for it, m in zip(items, metas) if m is not None]
+        built[split] = [(it, m) for it, m in zip(items, metas) if m is not None], len(skipped)
+    out = {}
+    for split, (kept, n_skipped) in built.items():
         if not kept:
-            raise MedsightError(f"the {split} split is empty" + (f" ({len(skipped)} files skipped)" if skipped else ""))
+            raise MedsightError(f"the {split} split is empty" + (f" ({n_skipped} files skipped)" if n_skipped else ""))
         items, metas = zip(*kept)
         out[split] = PreparedSplit(
             images=CachedImages(store, list(metas)),

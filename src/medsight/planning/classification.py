@@ -63,7 +63,8 @@ def fingerprint(cases: Iterable[dict], class_names: Sequence[str],
         channels[int(image.shape[0])] += 1
         modalities[str(image.meta.get("modality") or "OT")] += 1
         flat = np.asarray(image).ravel()
-        values.append(flat[:: max(7, len(flat) // 20_000)])  # at most ~20,000 values an image
+        # a copy: a strided view would keep the whole image alive (256 X-rays of 1024^2: 1 GB)
+        values.append(flat[:: max(7, len(flat) // 20_000)].copy())  # at most ~20,000 values an image
     shapes = np.array(shapes)
     n_cases = len(labels)
     counts = Counter(int(y) for y in labels)
