@@ -15,6 +15,7 @@ import math
 from typing import Any, Iterable, Sequence
 
 import numpy as np
+import torch
 
 from medsight.config import RunConfig
 from medsight.io.image import spacing_of
@@ -54,10 +55,12 @@ def fingerprint(cases: Iterable[dict], class_names: Sequence[str], n_cases: int 
         spacings.append(list(spacing_of(image)))
         shapes.append(list(image.shape[1:]))
         modality = modality or image.meta.get("modality")
-        m = np.asarray(mask[0]).astype(np.int64)
-        found = np.bincount(m.ravel(), minlength=len(counts))
+        # uint8 labels counted by torch.bincount, which takes them as they are: numpy's copies
+        # them to int64 first (5 GB for the mask of a 512x512x1000 CT)
+        labels = torch.as_tensor(np.asarray(mask[0])).to(torch.uint8).reshape(-1)
+        found = torch.bincount(labels, minlength=len(counts)).numpy()
         counts = np.pad(counts, (0, len(found) - len(counts))) + found  # labels past the names too
-        fg = np.flatnonzero(m.ravel() > 0)
+        fg = torch.nonzero(labels).reshape(-1).numpy()
         if len(fg):
             # evenly spaced foreground voxels: a sample that depends on the case alone, not on
             # the order cases come in (a shared random stream would, and so would the plan)
