@@ -70,11 +70,16 @@ def read_manifest(data: Path) -> list[dict]:
     return rows
 
 
-def write_manifests(data: Path, rows: list[dict], work: Path) -> tuple[Path, Path, dict[str, str]]:
-    """The two manifests (absolute paths, shared split) and each image path's label."""
+def split_rows(rows: list[dict]) -> list[str]:
+    """Each row's split: medsight's ``patient_split`` (70/15/15, stratified by the 3 classes, seed 0)."""
     from medsight.data.splits import patient_split
 
-    splits = patient_split([r["patient_id"] for r in rows], [r["label"] for r in rows], seed=0)
+    return patient_split([r["patient_id"] for r in rows], [r["label"] for r in rows], seed=0)
+
+
+def write_manifests(data: Path, rows: list[dict], work: Path) -> tuple[Path, Path, dict[str, str]]:
+    """The two manifests (absolute paths, shared split) and each image path's label."""
+    splits = split_rows(rows)
     seg, cls = work / "segmentation.csv", work / "classification.csv"
     labels = {}
     with open(seg, "w", newline="") as fs, open(cls, "w", newline="") as fc:

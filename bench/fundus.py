@@ -60,20 +60,24 @@ def grade_of(class_name: str) -> int | None:
     return GRADE[int(match.group(1))]
 
 
-def write_manifest(data: Path, work: Path) -> tuple[Path, dict[str, str]]:
-    """The manifest with absolute paths, and each path's patient ID."""
+def read_rows(data: Path) -> list[dict[str, str]]:
+    """``path`` (absolute), ``label`` and ``patient_id`` (Patient299 and Patient300 as one) per eye."""
     with open(data / "manifest.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
-    out, patients = work / "fundus-dr.csv", {}
+    return [{"path": str((data / row["path"]).resolve()), "label": row["label"],
+             "patient_id": "+".join(SAME_PERSON) if row["patient_id"] in SAME_PERSON else row["patient_id"]}
+            for row in rows]
+
+
+def write_manifest(data: Path, work: Path) -> tuple[Path, dict[str, str]]:
+    """The manifest with absolute paths, and each path's patient ID."""
+    rows = read_rows(data)
+    out = work / "fundus-dr.csv"
     with open(out, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["path", "label", "patient_id"])
-        for row in rows:
-            pid = "+".join(SAME_PERSON) if row["patient_id"] in SAME_PERSON else row["patient_id"]
-            path = str((data / row["path"]).resolve())
-            writer.writerow([path, row["label"], pid])
-            patients[path] = pid
-    return out, patients
+        writer = csv.DictWriter(fh, fieldnames=["path", "label", "patient_id"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return out, {row["path"]: row["patient_id"] for row in rows}
 
 
 def dr_kappa(cases_csv: Path, patients: dict[str, str], n_boot: int = 1000, seed: int = 0) -> dict:

@@ -112,3 +112,44 @@ def test_busi_lesion_figures_keep_only_images_with_a_lesion(tmp_path):
     r = busi.lesion_figures(tmp_path, labels)
     assert r["dice"] == 0.4 and r["test_lesion_images"] == 2 and r["missed_lesions"] == 1
     assert r["hd95_mm"] == 4.0 and r["hd95_cases"] == 1 and r["dice_all_test"] == 0.5
+
+
+def test_label_efficiency_subsets_are_nested_patient_grouped_and_keep_val_and_test():
+    le = _bench("label_efficiency")
+    cases = [{"path": f"/x/{p}_{eye}.jpg", "patient_id": f"p{p}", "label": "referable" if p % 3 == 0 else "no",
+              "split": "test" if p >= 180 else "val" if p >= 150 else "train"} for p in range(200) for eye in "LR"]
+    subsets = {f: le.subset_cases(cases, f, seed=1) for f in (0.1, 0.25, 1.0)}
+    held_out = [c for c in cases if c["split"] != "train"]
+    for fraction, rows in subsets.items():
+        train = [c for c in rows if c["split"] == "train"]
+        patients = {c["patient_id"] for c in train}
+        assert len(patients) == round(150 * fraction) and len(train) == 2 * len(patients)  # both eyes
+        assert abs(sum(c["label"] == "referable" for c in train[::2]) - len(patients) / 3) <= 1
+        assert [c for c in rows if c["split"] != "train"] == held_out
+    ids = {f: {c["path"] for c in rows if c["split"] == "train"} for f, rows in subsets.items()}
+    assert ids[0.1] < ids[0.25] < ids[1.0]
+    assert le.subset_cases(cases, 0.1, seed=1) == subsets[0.1] and le.subset_cases(cases, 0.1, seed=2) != subsets[0.1]
+    assert [le.referable(n) for n in ("1 - No DR", "2 - Mild DR without maculopathy", "3 - Mild DR with maculopathy",
+                                      "4 - Moderate DR without maculopathy", "10 - ADED")] == [False, False, True,
+                                                                                               True, True]
+
+
+def test_label_efficiency_summary_ci_and_verdicts():
+    le = _bench("label_efficiency")
+    test = {"id": list("abcdef"), "label": [0, 0, 0, 1, 1, 1]}
+    run = {"train_images": 4, "train_patients": 2, "minutes": 1, "train_seconds": 1.0, "epochs": 3,
+           "loaded_weights": None, "model": "resnet18", "input_shape": [1, 32, 32]}
+    perfect = {**run, "auc": 1.0, "test": {**test, "p": [0.1, 0.2, 0.3, 0.7, 0.8, 0.9]}}
+    inverted = {**run, "auc": 0.0, "test": {**test, "p": [0.9, 0.8, 0.7, 0.3, 0.2, 0.1]}}
+    row = le.summarise("busi", 0.1, "scratch", [0, 1], [perfect, inverted])
+    assert row["auc"] == 0.5 and row["auc_ci"] == [0.5, 0.5] and row["auc_sd"] > 0.7  # mean of 1 and 0 per draw
+    assert le.summarise("busi", 0.1, "pretrained", [0], [perfect])["auc_ci"] == [1.0, 1.0]
+    rows = [{"dataset": "busi", "fraction": f, "init": i, "auc": a} for f, i, a in
+            ((0.1, "pretrained", 0.80), (0.1, "scratch", 0.70), (1.0, "pretrained", 0.85), (1.0, "scratch", 0.87))]
+    assert [(v["fraction"], v["met"]) for v in le.verdicts(rows)] == [(0.1, True), (1.0, False)]
+
+
+def test_label_efficiency_skips_without_its_data(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "label_efficiency.py"), "--data-root",
+                           str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.count("skipping") == 2

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from medsight.data.splits import count_leaks, patient_split
+from medsight.data.splits import count_leaks, label_subset, patient_split
 from medsight.errors import ConfigError
 
 items = st.lists(
@@ -64,3 +64,21 @@ def test_fractions_and_stratification_on_a_larger_set() -> None:
 def test_invalid_fractions(bad: tuple[float, ...]) -> None:
     with pytest.raises(ConfigError, match="fractions"):
         patient_split(["a"], [0], fractions=bad)
+
+
+def test_label_subsets_are_nested_stratified_and_keep_patients_whole() -> None:
+    patients = [f"p{i}" for i in range(200) for _ in range(2)]
+    labels = [int(i % 4 == 0) for i in range(200) for _ in range(2)]  # 25 % positive patients
+    subsets = {f: label_subset(patients, labels, f, seed=1) for f in (0.1, 0.25, 1.0)}
+    for fraction, keep in subsets.items():
+        chosen = {p for p, k in zip(patients, keep) if k}
+        assert len(chosen) == round(200 * fraction)
+        assert all(k == (p in chosen) for p, k in zip(patients, keep))  # both images of a patient
+        positives = sum(y for y, k in zip(labels[::2], keep[::2]) if k)
+        assert abs(positives - 0.25 * len(chosen)) <= 1
+    assert all(b for a, b in zip(subsets[0.1], subsets[0.25]) if a)  # 10 % inside 25 %
+    assert all(subsets[1.0])
+    assert label_subset(patients, labels, 0.1, seed=1) == subsets[0.1]
+    assert label_subset(patients, labels, 0.1, seed=2) != subsets[0.1]
+    with pytest.raises(ConfigError, match="fraction"):
+        label_subset(patients, labels, 0.0)

@@ -84,6 +84,21 @@ def _split_counts(n: int, fractions: tuple[float, float, float]) -> tuple[int, i
 
 
 
+def label_subset(patient_ids: Sequence[str], labels: Sequence[Hashable], fraction: float,
+                 seed: int = 0) -> list[bool]:
+    """Which items belong to a class-stratified subset of ``fraction`` of the patients (whole
+    patients, at least one), for learning curves over the share of labels used.
+
+    Subsets of one seed are nested: a smaller fraction takes the first patients of the same
+    stratified order as a larger one, so the 10% subset lies inside the 25% one.
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise ConfigError(f"a label fraction must be in (0, 1], got {fraction}")
+    order = _stratified_order(patient_ids, labels, seed)
+    keep = set(order[:max(1, round(fraction * len(order)))])
+    return [str(patient) in keep for patient in patient_ids]
+
+
 def fold_splits(patient_ids: Sequence[str], labels: Sequence[Hashable], splits: Sequence[str],
                 folds: int, fold: int, seed: int = 0) -> list[str]:
     """k-fold cross-validation over the development data: test stays test; the train and val

@@ -31,9 +31,7 @@ def prepare_finetune(setup: Setup) -> Setup:
     ``train.finetune`` says; the plan gains ``pretrained`` and ``finetune``."""
     cfg, model, plan = setup.cfg, setup.model, dict(setup.plan)
     if cfg.model.pretrained is not None:
-        report = load_pretrained(model, cfg.model.pretrained)
-        log.info(report.summary())
-        plan["pretrained"] = report.as_plan()
+        plan["pretrained"] = load_pretrained(model, cfg.model.pretrained).as_plan()  # it logs what loaded
     mode = cfg.train.finetune or "full"
     if mode == "lora":
         model = apply_lora(model, cfg.train.lora_rank, cfg.train.lora_alpha)
