@@ -152,7 +152,8 @@ def predict(
                                        "(another dimensionality, colour to a grey model, another modality, far "
                                        "out of distribution); they are marked out_of_distribution."),
     similar: int = typer.Option(0, "--similar", min=0, help="Also list the K most similar cases of --index."),
-    index: Optional[Path] = typer.Option(None, "--index", help="Index folder made by `medsight index`."),
+    index: Optional[Path] = typer.Option(None, "--index", help="Index folder made by `medsight index` "
+                                         "(default: RUN/index when one was built there)."),
 ) -> None:
     """Diagnose new images: label, calibrated probabilities, uncertainty and a heatmap each.
 

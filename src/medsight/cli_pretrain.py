@@ -50,13 +50,14 @@ def embed(
 def index(
     run: Path = typer.Argument(..., help="A classification or pretrain run folder."),
     data: Path = typer.Argument(..., help="A labelled archive: class folders, manifest CSV or .npz."),
-    out: Path = typer.Option(..., "--out", help="Index folder to write."),
+    out: Path = typer.Option(..., "--out", help="Index folder to write (RUN/index: predict and serve find it)."),
     case_column: Optional[str] = typer.Option(None, "--case-column", help="Manifest column of case keys "
                                               "(default: the file name); never a patient name or ID."),
 ) -> None:
     """Index a labelled archive for similar-case search (predict --similar K --index OUT).
 
     Example: medsight index runs/breast archive.csv --out idx && medsight predict runs/breast x.png --similar 5 --index idx
+             medsight index runs/breast archive.csv --out runs/breast/index && medsight serve runs/breast
     """
     from medsight.inference.similar import build_index
 

@@ -30,10 +30,13 @@ def serve(
                                      "id) and /v1/worklist lists the node's jobs from it."),
     show_patient: bool = typer.Option(False, "--show-patient", help="The worklist shows patient names and IDs "
                                       "(hidden by default; never logged)."),
+    index: Optional[list[str]] = typer.Option(None, "--index", metavar="NAME=FOLDER", help="A model's similar-case "
+                                              "index (medsight index) for ?similar=K; default: RUN/index if built."),
 ) -> None:
     """Serve models over HTTP: REST API (/v1/predict, /docs) and the web viewer (/viewer/).
 
     Example: medsight serve runs/demo --port 8000 --api-key-file /etc/medsight/key
+             medsight serve breast=runs/breast --index breast=idx/breast   (POST /v1/predict?similar=5)
     """
     from medsight.service.server import serve as run_server
     from medsight.service.settings import MIB, PacsSettings, ServiceSettings, read_secret, resolve_api_key
@@ -45,7 +48,7 @@ def serve(
                                max_upload_bytes=int(max_upload_mb * MIB), workers=workers, queue_size=queue,
                                require_deidentified=require_deidentified, pacs=pacs,
                                audit_db=db, show_patient=show_patient)
-    run_server(runs, host, port, settings)
+    run_server(runs, host, port, settings, index or ())
 
 
 def register(app: typer.Typer) -> None:

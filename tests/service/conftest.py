@@ -10,20 +10,39 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from medsight.data.synthetic import synthetic_sample
+from medsight.inference.similar import build_index
+from medsight.io.write import write_nifti
 from medsight.service.app import create_app
 from medsight.service.models import ModelRegistry, PredictOptions, ServedModel, load_registry
 from medsight.service.payload import display_image, lesion_rows, mask_layer
 from medsight.service.settings import ServiceSettings
-from tests.inference.files import write_slice_files
+from tests.inference.files import nodule_index, write_slice_files
 
 KEY = "test-key-0123456789"
 AUTH = {"X-API-Key": KEY}
+INDEXED_CASES = 10
 
 
 @pytest.fixture(scope="session")
 def served(trained_run) -> ModelRegistry:
     """The trained classifier, loaded once (as the service does at start-up)."""
     return load_registry([f"nodules={trained_run}"])
+
+
+@pytest.fixture(scope="session")
+def similar_index(trained_run, tmp_path_factory) -> tuple[Path, str]:
+    """A similar-case index of the trained classifier over 10 synthetic slices in class folders (the
+    slice ``slice_files`` holds among them): the index folder and that slice's case key."""
+    root = tmp_path_factory.mktemp("similar")
+    first = nodule_index()
+    for k in range(first, first + INDEXED_CASES):
+        sample = synthetic_sample(0, "test", k)
+        folder = root / "archive" / ("nodule" if int(sample["label"]) == 1 else "clear")
+        folder.mkdir(parents=True, exist_ok=True)
+        write_nifti(sample["image"], folder / f"case-{k:04d}.nii.gz")
+    build_index(trained_run, root / "archive", root / "index")
+    return root / "index", f"case-{first:04d}"
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from medsight.service.app import create_app
-from medsight.service.models import ModelRegistry
+from medsight.service.models import ModelRegistry, load_registry
 from medsight.service.settings import ServiceSettings
 
 from .conftest import KEY, fake_lesion_model
@@ -155,6 +155,44 @@ def test_segmentation_overlay_and_lesion_list(browser_page, slice_files):
     assert "unsupported content" in page.inner_text("#error")
     assert page.locator("#cases li.failed").count() == 1
     assert not [e for e in errors if "401" not in e and "415" not in e], errors  # the failed upload: its 415
+
+
+@pytest.fixture(scope="module")
+def similar_page(trained_run, similar_index, browser):
+    """The classifier served with a similar-case index, beside a model without one."""
+    registry = load_registry([f"nodules={trained_run}"], [f"nodules={similar_index[0]}"])
+    registry.add(fake_lesion_model())
+    with ServerThread(create_app(registry, ServiceSettings(api_key=KEY))) as server:
+        page, errors = open_page(browser, server.url)
+        try:
+            yield page, errors
+        finally:
+            page.close()
+
+
+def test_similar_earlier_cases_beside_the_diagnosis(similar_page, similar_index, slice_files):
+    page, errors = similar_page
+    page.fill("#api-key", KEY)
+    page.dispatch_event("#api-key", "change")
+    page.wait_for_selector("#model option[value=nodules]", state="attached")
+    page.select_option("#model", "nodules")
+    assert page.is_visible("#similar-box") and page.input_value("#similar-k") == "5"
+    page.fill("#similar-k", "4")
+    page.set_input_files("#file-input", str(slice_files["nifti"]))
+    page.wait_for_selector("#similar:not(.hidden)")
+    rows = page.locator("#similar-table tbody tr")
+    assert rows.count() == 4
+    first = rows.nth(0).locator("td")
+    assert [first.nth(i).inner_text() for i in range(3)] == [similar_index[1], "nodule", "0.000"]
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "viewer-similar.png"), full_page=True)
+
+    page.select_option("#model", "lesions")  # no index: no K to choose, no panel
+    assert page.is_hidden("#similar-box")
+    page.set_input_files("#file-input", str(slice_files["png"]))
+    page.wait_for_selector("#image-canvas[data-drawn=mask]", state="attached")
+    assert page.is_hidden("#similar")
+    assert not [e for e in errors if "401" not in e], errors
 
 
 @pytest.fixture(scope="module")

@@ -77,13 +77,16 @@ def test_resume_continues_from_the_saved_epoch(tmp_path):
     assert not torch.equal(done["model"]["projection.0.weight"], cut["model"]["projection.0.weight"])
 
 
-def test_predict_and_evaluate_on_a_pretrain_run_are_one_line(pretrained, tmp_path):
+def test_predict_evaluate_export_serve_on_a_pretrain_run_are_one_line(pretrained, tmp_path):
     for args in (("predict", pretrained, tmp_path / "x.png", "--out", tmp_path / "p"),
-                 ("evaluate", pretrained)):
+                 ("evaluate", pretrained), ("export", pretrained), ("calibrate", pretrained),
+                 ("serve", pretrained, "--open", "--port", "1")):  # refused before it listens
         result = invoke(*args)
-        assert result.exit_code == 2, result.output
-        assert len(result.stderr.strip().splitlines()) == 1 and "a pretrain run" in result.stderr
+        assert result.exit_code == 2, (args[0], result.output, result.exception)
+        assert len(result.stderr.strip().splitlines()) == 1 and "a pretrain run" in result.stderr, args[0]
+        assert f"`medsight {args[0]}` does not take pretrain runs" in result.stderr
         assert "model.pretrained=" in result.stderr
+    assert not (pretrained / "model.onnx").exists()
 
 
 def test_3d_pretraining_smoke(tmp_path):

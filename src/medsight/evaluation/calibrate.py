@@ -34,7 +34,7 @@ from medsight.inference.uncertainty import normalised_entropy, review_threshold
 from medsight.runtime.checkpoint import BEST
 from medsight.runtime.ensemble_folder import run_task
 from medsight.runtime.run_folder import checkpoint_path
-from medsight.tasks import CLASSIFICATION, SEGMENTATION
+from medsight.tasks import CLASSIFICATION, SEGMENTATION, require_command
 from medsight.utils.atomic import write_json
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,8 @@ def calibrate_run(run_dir: str | Path, val: PreparedSplit | None = None, review_
     """
     run_dir = Path(run_dir)
     kind = run_task(run_dir)
+    if kind.hint:  # a pretrain run: one line saying to fine-tune it first
+        require_command(kind, "calibrate", run_dir)
     if kind is not CLASSIFICATION:
         raise ConfigError(f"{run_dir}: calibration applies to classification runs, not {kind.name}")
     loaded = load_run(run_dir)

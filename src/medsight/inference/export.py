@@ -39,7 +39,7 @@ from medsight.runtime.checkpoint import BEST
 from medsight.runtime.engine import run_batches
 from medsight.runtime.ensemble_folder import run_task
 from medsight.runtime.run_folder import checkpoint_path
-from medsight.tasks import CLASSIFICATION
+from medsight.tasks import CLASSIFICATION, require_command
 from medsight.utils.atomic import atomic_path, write_json
 from medsight.utils.extras import require
 
@@ -65,6 +65,8 @@ def export_run(run_dir: str | Path, fmt: str = "onnx", quantize: str | None = No
     require("onnx", "onnxruntime", extra="onnx", feature="medsight export")
     run_dir = Path(run_dir)
     kind = run_task(run_dir)
+    if kind.hint:  # a pretrain run: one line saying to fine-tune it first
+        require_command(kind, "export", run_dir)
     if not kind.exports:  # RetinaNet's per-level head maps are not wired to an ONNX engine (yet)
         raise ConfigError(f"{run_dir}: {kind.name} export is not supported; predict, evaluate and serve run "
                           f"{kind.name} models in PyTorch")

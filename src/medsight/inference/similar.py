@@ -10,6 +10,7 @@ An index folder holds::
 The index never stores patient names or IDs: a case key is the file name without its extension,
 or the manifest column the operator names (``--case-column``), never ``patient_id``. An index
 answers only the model it was built with (same checkpoint hash); another is one clear error.
+An index built into ``RUN/index`` is found there by ``predict --similar K`` and ``medsight serve``.
 
 Exact search, not a graph index: ``bench/similar_index.py`` measured hnswlib, faiss's HNSW and
 usearch at 0.6-1.2 ms per query over 100,000 vectors but with 7% recall@5 on its random vectors,
@@ -43,6 +44,7 @@ from medsight.utils.extras import require
 
 log = logging.getLogger(__name__)
 INDEX_FILE, CASES_FILE, META_FILE = "index.bin", "cases.csv", "index.json"
+RUN_INDEX = "index"  # `medsight index RUN DATA --out RUN/index`: predict and serve find it without --index
 NEVER_KEYS = {"patient_id", "patient", "patient_name", "patientid", "patientname", "name"}
 
 
@@ -165,13 +167,23 @@ def build_index(run_dir: str | Path, data: Path, out: Path, case_column: Optiona
     return meta
 
 
+def index_folder(run_dir: str | Path, folder: Optional[Path] = None) -> Optional[Path]:
+    """The index to use: ``folder`` when given, else ``RUN/index`` when one was built there, else None."""
+    if folder is not None:
+        return Path(folder)
+    beside = Path(run_dir) / RUN_INDEX
+    return beside if (beside / META_FILE).is_file() else None
+
+
 def open_index(run: LoadedRun, k: int, folder: Optional[Path]) -> Optional[SimilarIndex]:
-    """The index ``predict --similar K --index FOLDER`` asks for (None when K is 0), checked against ``run``."""
+    """The index ``predict --similar K [--index FOLDER]`` asks for (None when K is 0), checked against ``run``."""
     if not k:
         return None
-    if folder is None:
-        raise ConfigError("--similar K needs --index FOLDER (built by medsight index)")
-    return load_index(folder, run)
+    found = index_folder(run.run_dir, folder)
+    if found is None:
+        raise ConfigError(f"--similar K needs --index FOLDER, or an index in {Path(run.run_dir) / RUN_INDEX} "
+                          "(built by medsight index)")
+    return load_index(found, run)
 
 
 def similar_cases(run: LoadedRun, index: SimilarIndex, images, k: int) -> list[list[dict]]:

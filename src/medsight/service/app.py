@@ -31,7 +31,7 @@ from medsight.service.errors import ApiError, install_error_handlers
 from medsight.service.models import ModelRegistry, PredictOptions, ServedModel
 from medsight.service.pacs_route import pacs_router
 from medsight.service.pool import InferencePool
-from medsight.service.schemas import ERROR_RESPONSES, Prediction
+from medsight.service.schemas import ERROR_RESPONSES, MAX_SIMILAR, Prediction
 from medsight.service.settings import ServiceSettings, caller_id
 from medsight.service.upload import FILE_FIELD, BodySizeLimit, receive_upload
 from medsight.service.worklist_route import worklist_router
@@ -113,7 +113,7 @@ def _api_router(registry: ModelRegistry, settings: ServiceSettings, pool: Infere
 
     @router.get("/models", tags=["models"])
     async def models() -> list[dict[str, Any]]:
-        """The loaded models: name, task, classes, input shape, explanation methods."""
+        """The loaded models: name, task, classes, input shape, explanation methods, indexed similar cases."""
         return registry.describe()
 
     @router.post("/predict", tags=["predict"], response_model=Prediction, openapi_extra=UPLOAD_BODY,
@@ -127,16 +127,19 @@ def _api_router(registry: ModelRegistry, settings: ServiceSettings, pool: Infere
         tta: bool = Query(False, description="Test-time augmentation: average over flips (and 2D rotations)"),
         allow_foreign: bool = Query(False, description="Predict an image the input guard refuses as foreign "
                                                        "(marked out_of_distribution) instead of answering 422"),
+        similar: int = Query(0, ge=0, le=MAX_SIMILAR, description="Also the K most similar cases of the model's "
+                                                                  "index (models listed with similar_cases > 0)"),
     ) -> dict[str, Any]:
         """Diagnose one image sent as multipart field `file`: label, calibrated probabilities,
-        uncertainty and "needs review" flag, optional heatmap."""
+        uncertainty and "needs review" flag, optional heatmap and similar earlier cases."""
         served = model_named(model)
+        served.check_similar(similar)
         start = time.perf_counter()
         async with pool.slot():
             upload = await receive_upload(request, upload_dir)
             # a fused model's clinical values come as form fields beside the file (age=63, sex=F)
             options = PredictOptions(heatmap=heatmap, method=explain, image=image, tta=tta,
-                                     clinical=dict(upload.fields), allow_foreign=allow_foreign)
+                                     clinical=dict(upload.fields), allow_foreign=allow_foreign, similar=similar)
             try:
                 result, kind = await pool.run(audited, trails.get(served.name), caller_id(settings), served,
                                               upload.path, options, settings.require_deidentified)

@@ -4,7 +4,9 @@ Each entry answers ``predict(image, options) -> dict`` (the JSON body of ``POST 
 through the same library function the command line uses. A run's ``plan.json`` says its task
 kind (``medsight.tasks``); ``SERVED`` gives each kind its responder and description
 (classification: label, probabilities, heatmap; segmentation: mask layer and lesion table;
-detection: boxes, scores and class names in the image's pixels).
+detection: boxes, scores and class names in the image's pixels). A classifier with a similar-case
+index (``medsight serve --index NAME=FOLDER``, or one built into ``RUN/index``) also answers
+``?similar=K`` with the K nearest indexed cases.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+import torch
 from monai.data import MetaTensor
 
 from medsight.data.voc import detection_pixels
@@ -25,6 +28,7 @@ from medsight.inference.load import LoadedRun
 from medsight.inference.overlay import matching_slice
 from medsight.inference.predict import predict_image
 from medsight.inference.segment import segment_image
+from medsight.inference.similar import SimilarIndex, index_folder, load_index, similar_cases
 from medsight.inference.tasks import load_for_inference
 from medsight.runtime.ensemble_folder import run_task
 from medsight.service.errors import ApiError
@@ -42,6 +46,7 @@ class PredictOptions:
     tta: bool = False  # test-time augmentation (classification)
     clinical: dict[str, str] | None = None  # form fields; a fused model reads its clinical columns from them
     allow_foreign: bool = False  # predict what the input guard refuses (marked out_of_distribution)
+    similar: int = 0  # also the K most similar cases of the model's index
 
 
 @dataclass
@@ -59,18 +64,26 @@ class ServedModel:
     # Grad-CAM hooks the model's layers and switches its memory layout: one inference at a
     # time per model. Reading, encoding and other models still run in parallel.
     lock: threading.Lock = field(default_factory=threading.Lock)
+    index: SimilarIndex | None = None  # the similar-case index ?similar=K searches
     kind: TaskKind = field(init=False)
 
     def __post_init__(self) -> None:
         self.kind = self.task if isinstance(self.task, TaskKind) else task_named(self.task)
         self.task = self.kind.name
 
+    def check_similar(self, k: int) -> None:
+        """Refuse ``?similar=K`` (before any work) when this model has no index to search."""
+        if k and self.index is None:
+            raise ApiError(422, f"model {self.name!r} has no similar-case index; the operator builds one with "
+                                "`medsight index RUN DATA --out RUN/index` (or serves it with --index NAME=FOLDER)")
+
 
 Responder = Callable[[MetaTensor, PredictOptions], dict[str, Any]]
 
 
-def classification_responder(run: LoadedRun, lock: threading.Lock) -> Responder:
-    """``predict`` for a classifier: label, probabilities, optional heatmap layer and image pixels."""
+def classification_responder(run: LoadedRun, lock: threading.Lock, index: SimilarIndex | None = None) -> Responder:
+    """``predict`` for a classifier: label, probabilities, optional heatmap layer, image pixels and
+    the ``options.similar`` nearest cases of ``index``."""
     encoder = run.clinical
 
     def predict(image: MetaTensor, options: PredictOptions) -> dict[str, Any]:
@@ -82,8 +95,10 @@ def classification_responder(run: LoadedRun, lock: threading.Lock) -> Responder:
                 raise ApiError(422, f"this model also reads clinical values: send the form field(s) "
                                     f"{', '.join(absent)} with the file (an empty value counts as missing)")
         with lock:
-            record, heat, _ = predict_image(run, image, options.heatmap, options.method, options.tta, clinical,
+            record, heat, x = predict_image(run, image, options.heatmap, options.method, options.tta, clinical,
                                             options.allow_foreign, "upload")
+            if options.similar and index is not None:  # under the lock: embedding hooks the model too
+                record["similar"] = similar_cases(run, index, torch.from_numpy(x)[None], options.similar)[0]
         result: dict[str, Any] = {**record, "heatmap": None, "mask": None, "lesions": None}
         original, heat2d = matching_slice(image.detach().cpu().numpy(), heat)
         if heat2d is not None:
@@ -180,7 +195,8 @@ SERVED: dict[str, ServedTask] = {
 }
 
 
-def serve_run(run_dir: Path, name: str | None = None) -> ServedModel:
+def serve_run(run_dir: Path, name: str | None = None, index: Path | None = None) -> ServedModel:
+    """Load one run to serve; ``index``: its similar-case index folder (default ``RUN/index`` if built)."""
     kind: TaskKind = run_task(run_dir)
     require_command(kind, "serve", run_dir)
     served = SERVED[kind.name]
@@ -188,9 +204,22 @@ def serve_run(run_dir: Path, name: str | None = None) -> ServedModel:
     if len(run.image_columns) > 1:
         raise ConfigError(f"{run_dir}: the model reads {len(run.image_columns)} images per case; the service "
                           "takes one image per request (use `medsight predict RUN --cases cases.csv`)")
+    found = served_index(run_dir, run, kind, index)
     lock = threading.Lock()
-    return ServedModel(name or Path(run_dir).name, kind, served.info(run, kind), served.responder(run, lock),
-                       run if served.pacs else None, lock)
+    responder = served.responder(run, lock, found) if found is not None else served.responder(run, lock)
+    info = {**served.info(run, kind), "similar_cases": len(found.cases) if found is not None else 0}
+    return ServedModel(name or Path(run_dir).name, kind, info, responder, run if served.pacs else None, lock, found)
+
+
+def served_index(run_dir: Path, run: Any, kind: TaskKind, folder: Path | None) -> SimilarIndex | None:
+    """The run's similar-case index (checked to be built with its model), or None without one."""
+    folder = index_folder(run_dir, folder)
+    if folder is None:
+        return None
+    if kind is not CLASSIFICATION or run.members or run.clinical is not None:
+        raise ConfigError(f"{run_dir}: similar cases come from one classification run of images alone "
+                          f"(not a {kind.name} run, an ensemble or a fused model)")
+    return load_index(folder, run)
 
 
 @dataclass
@@ -217,16 +246,41 @@ class ModelRegistry:
         return [{"name": m.name, **m.info} for m in self.models.values()]
 
 
-def load_registry(specs: Iterable[str | Path]) -> ModelRegistry:
-    """Load every ``RUN_FOLDER`` or ``NAME=RUN_FOLDER`` once; the name defaults to the folder's."""
-    registry = ModelRegistry()
-    for spec in map(str, specs):
-        name, sep, folder = spec.partition("=")
-        if not sep or "/" in name or not name:  # a plain folder (which may itself hold "=")
-            name, folder = "", spec
-        model = serve_run(Path(folder), name or None)
-        registry.add(model)
-        log.info("serving model %r (%s, %s)", model.name, model.task, model.info["model"])
-    if not registry.models:
+def named_folder(spec: str | Path) -> tuple[str, Path]:
+    """``NAME=FOLDER`` as its parts; a plain ``FOLDER`` (which may itself hold "=") has the name ""."""
+    spec = str(spec)
+    name, sep, folder = spec.partition("=")
+    if not sep or "/" in name or not name:
+        return "", Path(spec)
+    return name, Path(folder)
+
+
+def load_registry(specs: Iterable[str | Path], indexes: Iterable[str | Path] = ()) -> ModelRegistry:
+    """Load every ``RUN_FOLDER`` or ``NAME=RUN_FOLDER`` once; the name defaults to the folder's.
+    ``indexes``: ``NAME=INDEX_FOLDER`` (or ``INDEX_FOLDER`` when one model is served)."""
+    runs = [(name or folder.name, folder) for name, folder in map(named_folder, specs)]
+    if not runs:
         raise ConfigError("give at least one run folder to serve")
+    chosen = index_folders(indexes, [name for name, _ in runs])
+    registry = ModelRegistry()
+    for name, folder in runs:
+        model = serve_run(folder, name, chosen.get(name))
+        registry.add(model)
+        cases = model.info["similar_cases"]
+        log.info("serving model %r (%s, %s)%s", model.name, model.task, model.info["model"],
+                 f" with a similar-case index of {cases} cases" if cases else "")
     return registry
+
+
+def index_folders(specs: Iterable[str | Path], names: list[str]) -> dict[str, Path]:
+    """``--index`` options by model name, each naming a served model."""
+    found: dict[str, Path] = {}
+    for spec in specs:
+        name, folder = named_folder(spec)
+        if not name and len(names) > 1:
+            raise ConfigError(f"--index {spec}: name the model it is for, NAME=FOLDER (serving {', '.join(names)})")
+        name = name or names[0]
+        if name not in names:
+            raise ConfigError(f"--index {spec}: no model named {name!r} (serving {', '.join(names)})")
+        found[name] = folder
+    return found

@@ -7,6 +7,7 @@ from typing import Optional
 from pydantic import BaseModel, ConfigDict, Field
 
 UID_PATTERN = r"^[0-9]+(\.[0-9]+)*$"
+MAX_SIMILAR = 50  # ?similar=K: at most this many neighbours per prediction
 
 
 class Layer(BaseModel):
@@ -26,6 +27,14 @@ class Lesion(BaseModel):
     area_mm2: Optional[float] = None
     diameter_mm: Optional[float] = None
     probability: Optional[float] = None
+
+
+class SimilarCase(BaseModel):
+    """An indexed case near the image: its key (chosen by the operator, never a patient ID) and label."""
+
+    case: str
+    label: str
+    distance: float = Field(..., description="Cosine distance of the two images' features: 0 same, 2 opposite")
 
 
 class DisplayImage(BaseModel):
@@ -69,6 +78,8 @@ class Prediction(BaseModel):
     scores: Optional[list[float]] = Field(None, description="Detection models: each box's score, in [0, 1]")
     labels: Optional[list[str]] = Field(None, description="Detection models: each box's class name")
     image: Optional[DisplayImage] = Field(None, description="With ?image=true")
+    similar: Optional[list[SimilarCase]] = Field(None, description="With ?similar=K: the K most similar indexed "
+                                                                   "cases, nearest first")
     input: dict
     elapsed_ms: float
 

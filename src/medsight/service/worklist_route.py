@@ -28,7 +28,7 @@ from medsight.inference.audit import AuditTrail
 from medsight.service.errors import ApiError, user_error
 from medsight.service.models import ModelRegistry, PredictOptions, ServedModel
 from medsight.service.pool import InferencePool
-from medsight.service.schemas import UID_PATTERN, Prediction
+from medsight.service.schemas import MAX_SIMILAR, UID_PATTERN, Prediction
 from medsight.service.settings import ServiceSettings, caller_id
 from medsight.store import Database
 from medsight.store.jobs import add_feedback
@@ -139,6 +139,7 @@ def worklist_router(registry: ModelRegistry, settings: ServiceSettings, pool: In
     async def view(
         study_uid: str = Path(..., max_length=64, pattern=UID_PATTERN),
         job_id: Optional[int] = Query(None, description="The row to open (default: the study's most urgent)"),
+        similar: int = Query(0, ge=0, le=MAX_SIMILAR, description="Also the K most similar cases of the model's index"),
     ) -> dict[str, Any]:
         """Open a row's study in the viewer: the image its finding refers to, fetched from the PACS
         and diagnosed again, with the heatmap and the pixels (the same answer as an upload's)."""
@@ -155,9 +156,10 @@ def worklist_router(registry: ModelRegistry, settings: ServiceSettings, pool: In
         if problem:
             raise ApiError(409, f"cannot open study {study_uid}: {problem}")
         served = served_for(registry, row.run)
+        served.check_similar(similar)
         start = time.perf_counter()
         async with pool.slot():
-            result, size = await pool.run(_view, served, settings, trails.get(served.name), row)
+            result, size = await pool.run(_view, served, settings, trails.get(served.name), row, similar)
         return {"model": served.name, "task": served.task, **result, "job_id": row.id, "study_uid": study_uid,
                 "input": {"format": "dicom", "bytes": size, "source": "pacs"},
                 "elapsed_ms": round((time.perf_counter() - start) * 1000, 1)}
@@ -165,7 +167,8 @@ def worklist_router(registry: ModelRegistry, settings: ServiceSettings, pool: In
     return router
 
 
-def _view(served: ServedModel, settings: ServiceSettings, trail: AuditTrail | None, row: Any) -> tuple[dict, int]:
+def _view(served: ServedModel, settings: ServiceSettings, trail: AuditTrail | None, row: Any, similar: int = 0
+          ) -> tuple[dict, int]:
     """Retrieve the row's referenced instance from the PACS and diagnose it (on a worker thread)."""
     from medsight.pacs.client import PacsError, connect, pacs_errors
     from medsight.service.diagnose import audited
@@ -185,6 +188,6 @@ def _view(served: ServedModel, settings: ServiceSettings, trail: AuditTrail | No
         except (OSError, ValueError) as exc:
             raise user_error(MedsightError(f"the PACS sent an instance that cannot be kept: {exc}")) from None
         # the PACS is the operator's, as for /v1/pacs/run: its images are not refused as identifiable
-        result, _ = audited(trail, caller_id(settings), served, path, PredictOptions(heatmap=True, image=True),
-                            require_deidentified=False)
+        options = PredictOptions(heatmap=True, image=True, similar=similar)
+        result, _ = audited(trail, caller_id(settings), served, path, options, require_deidentified=False)
         return result, path.stat().st_size

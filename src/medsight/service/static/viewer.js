@@ -1,5 +1,6 @@
 // medsight viewer: pick a model, drop images, see the image (window/level), the prediction,
-// the heatmap or segmentation overlay and the lesion list; download the JSON and a report.
+// the heatmap or segmentation overlay, the lesion list and (for a model with an index) similar
+// earlier cases; download the JSON and a report.
 // The Worklist tab lists the node's studies, most urgent first, with accept/reject per row.
 // Plain JS, no dependencies; every text from the server goes through textContent.
 "use strict";
@@ -51,6 +52,7 @@ async function loadModels() {
   }
   if (models.some((m) => m.name === before)) select.value = before;
   else if (models.length === 1) select.value = models[0].name;  // a single model: use it
+  showSimilarBox();
   setStatus(models.length ? "Ready: drop images" : "No models loaded");
   if (!$("worklist-page").classList.contains("hidden")) loadWorklist(true);
 }
@@ -69,6 +71,19 @@ function keyChanged() {
 async function chosenModel() {
   if (!$("model").value && !state.models.length) await loadModels();
   return $("model").value || (state.models.length === 1 ? state.models[0].name : "");
+}
+
+// Similar cases: asked for only of a model served with an index (its similar_cases > 0).
+function modelInfo(name) { return state.models.find((m) => m.name === name); }
+function showSimilarBox() {
+  const info = modelInfo($("model").value);
+  $("similar-box").classList.toggle("hidden", !(info && info.similar_cases));
+}
+function similarK(model) {
+  const info = modelInfo(model);
+  if (!info || !info.similar_cases) return 0;
+  const k = Math.round(Number($("similar-k").value));
+  return Number.isFinite(k) ? Math.min(50, Math.max(1, k)) : 5;
 }
 
 function markFailed(item, message) {
@@ -98,6 +113,8 @@ async function analyse(files) {
       const model = await chosenModel();
       const params = new URLSearchParams({ heatmap: "true", image: "true" });
       if (model) params.set("model", model);
+      const k = similarK(model);
+      if (k) params.set("similar", String(k));
       const response = await fetch(`/v1/predict?${params}`, { method: "POST", headers: headers(), body: form });
       if (!response.ok) throw new Error(await errorText(response));
       item.result = await response.json();
@@ -231,6 +248,20 @@ function showResult(item) {
   }
   $("result-threshold").textContent = r.threshold != null ? `Decision threshold ${r.threshold}` : "";
   showLesions(r.lesions);
+  showSimilar(r.similar);
+}
+
+function showSimilar(similar) {
+  $("similar").classList.toggle("hidden", !similar || !similar.length);
+  const body = document.querySelector("#similar-table tbody");
+  body.replaceChildren();
+  for (const s of similar || []) {
+    const row = document.createElement("tr");
+    for (const v of [s.case, s.label, s.distance.toFixed(3)]) {
+      const cell = document.createElement("td"); cell.textContent = String(v); row.append(cell);
+    }
+    body.append(row);
+  }
 }
 
 function showLesions(lesions) {
@@ -272,12 +303,15 @@ function reportHtml(item) {
     .map(([n, p]) => `<tr><td>${escapeHtml(n)}</td><td>${(100 * p).toFixed(1)}%</td></tr>`).join("");
   const lesions = (r.lesions || []).map((l) => `<tr><td>${l.id}</td><td>${escapeHtml((l.centroid_mm || []).join(", "))}</td>`
     + `<td>${l.volume_mm3 ?? l.area_mm2 ?? ""}</td><td>${l.diameter_mm ?? ""}</td><td>${l.probability ?? ""}</td></tr>`).join("");
+  const similar = (r.similar || []).map((c) => `<tr><td>${escapeHtml(c.case)}</td><td>${escapeHtml(c.label)}</td>`
+    + `<td>${c.distance.toFixed(3)}</td></tr>`).join("");
   return `<!doctype html><html><head><meta charset="utf-8"><title>medsight report</title>
 <style>body{font-family:sans-serif;max-width:800px;margin:2rem auto}td,th{border-bottom:1px solid #ccc;padding:4px}</style></head><body>
 <h1>medsight report</h1><p>File: ${escapeHtml(item.file)}<br>Model: ${escapeHtml(r.model)} (${escapeHtml(r.task)})<br>
 Created: ${new Date().toISOString()}</p><h2>Finding: ${escapeHtml(r.label ?? "")}</h2>
 <table><tr><th>Class</th><th>Probability</th></tr>${probs}</table>
 ${lesions ? `<h2>Lesions</h2><table><tr><th>#</th><th>Centre (mm)</th><th>Size</th><th>Diameter (mm)</th><th>Prob.</th></tr>${lesions}</table>` : ""}
+${similar ? `<h2>Similar earlier cases</h2><table><tr><th>Case</th><th>Label</th><th>Distance</th></tr>${similar}</table>` : ""}
 <h2>Image</h2><img alt="image with overlay" src="${canvas.toDataURL("image/png")}">
 <p><small>Decision support only: a model's output is not a diagnosis.</small></p></body></html>`;
 }
@@ -431,6 +465,7 @@ function wire() {
   // typed, pasted or filled in: no need to leave the field
   $("api-key").addEventListener("input", debounce(keyChanged, 300));
   $("api-key").addEventListener("change", keyChanged);
+  $("model").addEventListener("change", showSimilarBox);
   $("tab-viewer").addEventListener("click", () => showPage("viewer"));
   $("tab-worklist").addEventListener("click", () => showPage("worklist"));
   $("worklist-filters").addEventListener("submit", (e) => { e.preventDefault(); loadWorklist(true); });
