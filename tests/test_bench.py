@@ -112,3 +112,15 @@ def test_busi_lesion_figures_keep_only_images_with_a_lesion(tmp_path):
     r = busi.lesion_figures(tmp_path, labels)
     assert r["dice"] == 0.4 and r["test_lesion_images"] == 2 and r["missed_lesions"] == 1
     assert r["hd95_mm"] == 4.0 and r["hd95_cases"] == 1 and r["dice_all_test"] == 0.5
+
+
+def test_guard_bench_leaves_the_trained_set_out_and_ranks_foreign_high(tmp_path, monkeypatch):
+    guard = _bench("guard")
+    monkeypatch.setattr(guard, "DATA", tmp_path)
+    for name, shape in (("breastmnist", (5, 28, 28)), ("retinamnist", (5, 28, 28, 3))):
+        (tmp_path / name).mkdir()
+        np.savez(tmp_path / name / f"{name}.npz", test_images=np.zeros(shape, np.uint8))
+    sets = guard.foreign_sets(3, tmp_path / "breastmnist" / "breastmnist.npz")
+    assert "retinamnist (grey)" in sets and not any(k.startswith("breastmnist") for k in sets)
+    assert sets["retinamnist (grey)"][0].shape == (28, 28) and len(sets["retinamnist (grey)"]) == 3
+    assert guard.auroc(np.array([0.1, 0.2]), np.array([0.3, 5.0])) == 1.0
