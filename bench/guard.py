@@ -1,19 +1,24 @@
-"""The input guard on real data: OOD AUROC of two scores, and how much foreign input it stops.
+"""The input guard on real data: OOD AUROC of three scores, and how much foreign input it stops.
 
-    nice -n 19 python bench/guard.py [RUN] [--data breastmnist.npz] [--minutes 3] [--ct-run RUN] [--n 200]
+    nice -n 19 python bench/guard.py [RUN] [--data breastmnist.npz] [--minutes 3] [--ct-run RUN]
+                                     [--n 200] [--json OUT]
 
 Trains a planned run on ``--data`` for ``--minutes`` (unless RUN is given; its profile is fitted
-at the end of training), then prints:
+at the end of training, or refitted by ``medsight calibrate RUN``), then prints:
 
-1. AUROC of the Mahalanobis score (penultimate features, Lee et al. 2018) and of the energy
-   score (logits, Liu et al. 2020) between the run's own test split (in distribution) and each
-   foreign set: the other MedMNIST 2D set here (RetinaMNIST, made grey), middle slices of
-   AdrenalMNIST3D, synthetic CT slices, colour fundus photographs and blood smears (grey);
-   BUSI (breast ultrasound from another source: the same modality) is shown as near-OOD.
+1. AUROC between the run's own test split (in distribution) and each foreign set of the guard's
+   score (the feature ensemble, ``inference/ood_score.py``), of its penultimate layer alone (the
+   Mahalanobis score of profile version 1, Lee et al. 2018: the baseline) and of the energy
+   score (logits, Liu et al. 2020). Foreign sets: the other MedMNIST sets in ../shared/data
+   (BreastMNIST, RetinaMNIST made grey, middle slices of AdrenalMNIST3D; the one trained on is
+   left out), synthetic CT slices, fundus photographs and blood smears (grey); BUSI (breast
+   ultrasound from another source: the same modality) is shown as near-OOD.
 2. The share of the test split the guard flags (target <= 10%) and refuses (target 0).
 3. The share of clearly foreign inputs refused or flagged (target >= 99%): colour photographs
    (RGB noise and gradients), whole 3D volumes to a 2D model, and with ``--ct-run`` (a run on
    grey CT, e.g. the demo's) pydicom's MR_small.dcm and the colour photographs sent to it.
+4. What the guard costs: milliseconds per single-image prediction, the forward pass alone and
+   with the guard's taps and score.
 Targets (issue 18): AUROC >= 0.90, <= 10% of in-distribution flagged, >= 99% of foreign caught.
 """
 
@@ -22,6 +27,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -45,18 +51,20 @@ def grey(a: np.ndarray) -> np.ndarray:
     return a.mean(-1) if a.ndim == 3 else a
 
 
-def foreign_sets(n: int) -> dict[str, list[np.ndarray]]:
-    """Grey 2D arrays (H, W) of each foreign set, at most ``n`` each, in a fixed order."""
+def foreign_sets(n: int, own: Path) -> dict[str, list[np.ndarray]]:
+    """Grey 2D arrays (H, W) of each foreign set, at most ``n`` each, in a fixed order; the
+    MedMNIST set in ``own`` (the training data) is left out."""
     from PIL import Image
 
     from medsight.data.synthetic import synthetic_sample
 
     sets: dict[str, list[np.ndarray]] = {}
-    retina = DATA / "retinamnist" / "retinamnist.npz"
-    if retina.is_file():
-        sets["retinamnist (grey)"] = [grey(a.astype(np.float32)) for a in np.load(retina)["test_images"][:n]]
+    for name in ("breastmnist", "retinamnist"):
+        path = DATA / name / f"{name}.npz"
+        if path.is_file() and path.resolve() != own.resolve():
+            sets[f"{name} (grey)"] = [grey(a.astype(np.float32)) for a in np.load(path)["test_images"][:n]]
     adrenal = DATA / "adrenalmnist3d" / "adrenalmnist3d.npz"
-    if adrenal.is_file():
+    if adrenal.is_file() and adrenal.resolve() != own.resolve():
         vols = np.load(adrenal)["test_images"][:n].astype(np.float32)
         sets["adrenalmnist3d mid-slices"] = [v[v.shape[0] // 2] * (255.0 / max(v.max(), 1)) for v in vols]
     sets["synthetic CT (HU)"] = [synthetic_sample(0, "test", i)["image"][0].numpy() for i in range(min(n, 100))]
@@ -76,11 +84,32 @@ def model_space(run, arrays) -> torch.Tensor:
     return torch.stack([model_input(run, as_image(a)) for a in arrays])
 
 
-def scores(run, guard, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    from medsight.inference.guard import energy_scores, features_and_logits, score_features
+SCORES = ("ensemble", "penultimate", "energy")
 
-    feats, logits = features_and_logits(run, x)
-    return score_features({**guard.ood, "method": "mahalanobis"}, feats, logits), energy_scores(logits)
+
+def scores(run, guard, x: torch.Tensor) -> dict[str, np.ndarray]:
+    """The guard's score, its penultimate layer's alone (version 1's, up to scale) and energy."""
+    from medsight.inference.guard import layer_features, profile_taps
+    from medsight.inference.ood_score import PENULTIMATE, energy_scores, layer_scores, ood_scores
+
+    feats, logits = layer_features(run, x, profile_taps(guard.ood))
+    return {"ensemble": ood_scores(guard.ood, feats, logits),
+            "penultimate": layer_scores(guard.ood, feats)[PENULTIMATE], "energy": energy_scores(logits)}
+
+
+def milliseconds(run, guard, x: torch.Tensor, repeats: int = 20) -> dict[str, float]:
+    """Per single-image call, the median over interleaved calls (the machine is shared): the
+    forward pass alone, and with the guard's taps and score."""
+    from medsight.inference.guard import features_and_logits
+
+    calls = {"forward": lambda: features_and_logits(run, x), "guarded": lambda: guard.scores(run, x)}
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(repeats + 1):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            times[name].append(1000 * (time.perf_counter() - start))
+    return {name: float(np.median(t[1:])) for name, t in times.items()}
 
 
 def auroc(inside: np.ndarray, outside: np.ndarray) -> float:
@@ -139,6 +168,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=3.0)
     parser.add_argument("--ct-run", type=Path, help="a run on grey CT (MR and photos sent to it)")
     parser.add_argument("--n", type=int, default=200, help="images per foreign set")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     from medsight.evaluation.calibrate import val_split
     from medsight.inference.guard import guard_of
@@ -151,20 +181,32 @@ def main() -> None:
     if guard is None:
         sys.exit(f"{run_dir}: no input profile; run `medsight calibrate {run_dir}` first")
     test = val_split(run, "test").images.float()
-    maha_in, energy_in = scores(run, guard, test)
-    verdicts = [guard.judge(s) for s in maha_in]
-    print(f"run {run_dir}; guard: {guard.ood['method']}, flag > {guard.ood['flag_threshold']:.3g}, "
-          f"refuse > {guard.ood['refuse_threshold']:.3g}\n")
-    print(f"{'foreign set (vs own test split)':34s} {'n':>5s} {'AUROC maha':>11s} {'AUROC energy':>13s} "
-          f"{'flagged':>8s} {'refused':>8s}")
-    for name, arrays in foreign_sets(args.n).items():
-        maha, energy = scores(run, guard, model_space(run, arrays))
-        judged = [guard.judge(s) for s in maha]
-        print(f"{name:34s} {len(arrays):5d} {auroc(maha_in, maha):11.3f} {auroc(energy_in, energy):13.3f} "
-              f"{np.mean([j == 'flag' for j in judged]):8.1%} {np.mean([j == 'refuse' for j in judged]):8.1%}")
+    inside = scores(run, guard, test)
+    verdicts = [guard.judge(s) for s in inside["ensemble"]]
+    print(f"run {run_dir}; guard: {guard.ood['method']} (profile version {guard.ood.get('version', 1)}), "
+          f"flag > {guard.ood['flag_threshold']:.3g}, refuse > {guard.ood['refuse_threshold']:.3g}\n")
+    print(f"{'foreign set (vs own test split)':34s} {'n':>5s} {'AUROC guard':>12s} {'penultimate':>12s} "
+          f"{'energy':>8s} {'flagged':>8s} {'refused':>8s}")
+    result: dict = {"run": str(run_dir), "ood": {k: guard.ood.get(k) for k in ("method", "version", "flag_threshold",
+                                                                                "refuse_threshold")},
+                    "foreign": {}}
+    for name, arrays in foreign_sets(args.n, args.data).items():
+        outside = scores(run, guard, model_space(run, arrays))
+        judged = [guard.judge(s) for s in outside["ensemble"]]
+        row = {"n": len(arrays), **{f"auroc_{k}": auroc(inside[k], outside[k]) for k in SCORES},
+               "flagged": float(np.mean([j == "flag" for j in judged])),
+               "refused": float(np.mean([j == "refuse" for j in judged]))}
+        result["foreign"][name] = row
+        print(f"{name:34s} {len(arrays):5d} {row['auroc_ensemble']:12.3f} {row['auroc_penultimate']:12.3f} "
+              f"{row['auroc_energy']:8.3f} {row['flagged']:8.1%} {row['refused']:8.1%}")
+    result["in_distribution"] = {"n": len(test), "flagged": verdicts.count("flag") / len(test),
+                                 "refused": verdicts.count("refuse") / len(test)}
     print(f"\nin distribution ({len(test)} test images): flagged {verdicts.count('flag') / len(test):.1%}, "
           f"refused {verdicts.count('refuse') / len(test):.1%} "
-          f"(flag share chosen on val: {guard.ood['flag_fraction']:.0%})\n")
+          f"(flag share chosen on val: {guard.ood['flag_fraction']:.0%})")
+    result["ms_per_image"] = milliseconds(run, guard, test[:1])
+    print("one image: forward {forward:.1f} ms, with the guard's taps and score {guarded:.1f} ms\n".format(
+        **result["ms_per_image"]))
     rows = [("colour photographs", run, photos(100))]
     adrenal = DATA / "adrenalmnist3d" / "adrenalmnist3d.npz"
     if adrenal.is_file():
@@ -179,9 +221,15 @@ def main() -> None:
         rows += [("MR_small.dcm to the CT run", ct, [read_image(get_testdata_file("MR_small.dcm"))]),
                  ("colour photographs to the CT run", ct, photos(100))]
     print(f"{'clearly foreign':34s} {'n':>5s} {'caught':>8s}  first reason")
+    result["clearly_foreign"] = {}
     for name, target, items in rows:
         share, reason = caught(target, items)
+        result["clearly_foreign"][name] = {"n": len(items), "caught": share}
         print(f"{name:34s} {len(items):5d} {share:8.1%}  {reason[:90]}")
+    if args.json:
+        from medsight.utils.atomic import write_json
+
+        write_json(args.json, result)
 
 
 if __name__ == "__main__":

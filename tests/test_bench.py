@@ -153,3 +153,15 @@ def test_label_efficiency_skips_without_its_data(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "label_efficiency.py"), "--data-root",
                            str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stdout.count("skipping") == 2
+
+
+def test_guard_bench_leaves_the_trained_set_out_and_ranks_foreign_high(tmp_path, monkeypatch):
+    guard = _bench("guard")
+    monkeypatch.setattr(guard, "DATA", tmp_path)
+    for name, shape in (("breastmnist", (5, 28, 28)), ("retinamnist", (5, 28, 28, 3))):
+        (tmp_path / name).mkdir()
+        np.savez(tmp_path / name / f"{name}.npz", test_images=np.zeros(shape, np.uint8))
+    sets = guard.foreign_sets(3, tmp_path / "breastmnist" / "breastmnist.npz")
+    assert "retinamnist (grey)" in sets and not any(k.startswith("breastmnist") for k in sets)
+    assert sets["retinamnist (grey)"][0].shape == (28, 28) and len(sets["retinamnist (grey)"]) == 3
+    assert guard.auroc(np.array([0.1, 0.2]), np.array([0.3, 5.0])) == 1.0

@@ -39,7 +39,44 @@ def test_the_profile_is_written_at_the_end_of_training(trained_run):
     profile = json.loads((trained_run / PROFILE_FILE).read_text())
     assert profile["spatial_dims"] == 2 and profile["channels"] == 1 and profile["modality"] == "CT"
     ood = profile["ood"]
-    assert ood["method"] == "mahalanobis" and ood["refuse_threshold"] > ood["flag_threshold"] > 0
+    assert ood["method"] == "feature-ensemble" and ood["version"] == 2
+    assert ood["refuse_threshold"] > ood["flag_threshold"] > 0
+    layers = [layer["name"] for layer in ood["layers"]]
+    assert layers[0] == "input" and layers[-1] == "penultimate" and len(layers) >= 4
+
+
+def test_a_foreign_texture_at_the_same_intensities_scores_above_in_distribution(trained_run):
+    """Speckle with each image's own mean and spread: the intensities match, the texture does not."""
+    run = load_run(trained_run)
+    guard = guard_of(run)
+    images = val_split(run, "test").images.float()[:24]
+    speckle = images.mean((2, 3), keepdim=True) + images.std((2, 3), keepdim=True) * torch.randn_like(images)
+    inside, outside = guard.scores(run, images), guard.scores(run, speckle)
+    assert np.median(outside) > 3 * np.median(inside)
+    assert np.mean(outside > guard.ood["flag_threshold"]) >= 0.9
+
+
+def test_an_old_penultimate_only_profile_still_scores_and_a_newer_one_says_so(trained_run, tmp_path, caplog):
+    from medsight.errors import MedsightError
+    from medsight.inference.guard import features_and_logits
+    from medsight.inference.ood_score import encode_array, fit_gaussian
+
+    old = tmp_path / "old"
+    shutil.copytree(trained_run, old)
+    run = load_run(old)
+    val = val_split(run)
+    means, precision = fit_gaussian(features_and_logits(run, val.images)[0], val.labels.numpy())
+    profile = json.loads((old / PROFILE_FILE).read_text())
+    profile["ood"] = {"method": "mahalanobis", "class_means": encode_array(means), "precision": encode_array(precision),
+                      "flag_threshold": 1.5, "refuse_threshold": 5.0}  # version 1: no version key
+    (old / PROFILE_FILE).write_text(json.dumps(profile))
+    with caplog.at_level(logging.INFO, logger="medsight.inference.guard"):
+        scores = guard_of(run).scores(run, val.images[:8])
+    assert scores.shape == (8,) and np.all(scores > 0) and "input profile of version 1" in caplog.text
+    profile["ood"]["version"] = 99
+    (old / PROFILE_FILE).write_text(json.dumps(profile))
+    with pytest.raises(MedsightError, match="version 99; this medsight reads up to 2: upgrade medsight or refit"):
+        guard_of(run).scores(run, val.images[:2])
 
 
 def test_a_colour_photo_to_the_grey_ct_run_exits_2_with_one_line(trained_run, photo, tmp_path):
@@ -141,7 +178,7 @@ def test_scores_are_judged_against_the_two_thresholds(monkeypatch):
 
 
 def test_the_scores_rank_far_features_above_near_ones_and_arrays_round_trip():
-    from medsight.inference.guard import decode_array, encode_array, energy_scores, mahalanobis_scores
+    from medsight.inference.ood_score import decode_array, encode_array, energy_scores, mahalanobis_scores
 
     rng = np.random.default_rng(0)
     train = rng.normal(size=(500, 8))

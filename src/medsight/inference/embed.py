@@ -1,6 +1,6 @@
 """``medsight embed``: one feature vector per image, from a classification or a pretrain run.
 
-The vector is the model's penultimate feature (what the input guard reads, ``guard.py``): the
+The vector is the model's penultimate feature (one of the layers the input guard reads, ``guard.py``): the
 pooled encoder output, L2-normalised so that the inner product of two vectors is their cosine
 similarity. ``embeddings.npy`` (N x D float32) and ``embeddings.csv`` (row, case, input) are
 written side by side; the case key is the file name without its extension.

@@ -2,11 +2,13 @@
 
 The profile holds what the training images were (dimensionality, channels, modality, size and
 spacing ranges, intensities: from the planner's fingerprint in ``plan.json``) and the
-out-of-distribution score fitted on the model's penultimate-layer features:
+out-of-distribution score (``inference/ood_score.py``) fitted on the model's features at several
+layers (``models/taps.py``):
 
-- class means and a shared covariance on the training split (at most ``MAX_FIT_CASES``),
-  shrunk towards a scaled identity (``SHRINKAGE``) so it stays invertible when the features
-  outnumber the cases (BreastMNIST: 546 training images, 256 features);
+- per layer, class means and a shared covariance on the training split (at most
+  ``MAX_FIT_CASES``), shrunk towards a scaled identity so it stays invertible when the features
+  outnumber the cases (BreastMNIST: 546 training images, up to 512 features), and the layer's
+  median distance on the validation split, which scales it;
 - thresholds chosen on the validation split: **flag** above the score the most unusual
   ``flag_fraction`` (default 5%) of validation cases exceed; **refuse** above ``REFUSE_MULTIPLE``
   times the largest of the validation scores' 99.9th percentile and the flag threshold.
@@ -22,58 +24,56 @@ import torch
 
 from medsight.data.prepared import PreparedSplit
 from medsight.inference.engine import file_sha256
-from medsight.inference.guard import PROFILE_FILE, encode_array, energy_scores, features_and_logits, mahalanobis_scores
+from medsight.inference.guard import PROFILE_FILE, layer_features
 from medsight.inference.load import LoadedRun
+from medsight.inference.ood_score import METHOD, VERSION, energy_scores, fit_layers, ood_scores
+from medsight.models.taps import tap_names
 from medsight.runtime.checkpoint import BEST
 from medsight.utils.atomic import write_json
 
 log = logging.getLogger(__name__)
 FLAG_FRACTION = 0.05
 MAX_FIT_CASES = 2000
-SHRINKAGE = 0.1
 # Refuse at 3x the val 99.9th percentile (the val maximum on small sets): far enough that on
-# BreastMNIST (bench/guard.py) none of the 156 test images was refused (9% flagged), while all
-# AdrenalMNIST3D slices and a fifth of the blood smears were; nearer foreign sets are flagged.
+# BreastMNIST (bench/guard.py) none of the 156 test images was refused, while all AdrenalMNIST3D
+# slices, synthetic CT slices and blood smears were; nearer foreign sets are flagged.
 REFUSE_MULTIPLE = 3.0
-METHOD = ("Mahalanobis distance of the penultimate features to the nearest class mean, shared "
-          "covariance (Lee et al. 2018), divided by the feature count")
 
 
-def _features(run: LoadedRun, split: PreparedSplit, limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Features, logits and labels of at most ``limit`` cases (a seeded sample), read in chunks
-    so that a split streamed from the cache is never held whole."""
+def _features(run: LoadedRun, split: PreparedSplit, taps: list[str], limit: int
+              ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """Features per layer, logits and labels of at most ``limit`` cases (a seeded sample), read
+    in chunks so that a split streamed from the cache is never held whole."""
     n = len(split)
     index = np.arange(n) if n <= limit else np.sort(np.random.default_rng(0).choice(n, limit, replace=False))
-    feats, logits = [], []
+    feats: dict[str, list[np.ndarray]] = {}
+    logits = []
     for start in range(0, len(index), 64):
-        f, g = features_and_logits(run, split.images[index[start:start + 64].tolist()].float())
-        feats.append(f)
+        f, g = layer_features(run, split.images[index[start:start + 64].tolist()].float(), taps)
+        for name, v in f.items():
+            feats.setdefault(name, []).append(v)
         logits.append(g)
-    return np.concatenate(feats), np.concatenate(logits), split.labels[torch.as_tensor(index)].numpy()
+    return ({name: np.concatenate(v) for name, v in feats.items()}, np.concatenate(logits),
+            split.labels[torch.as_tensor(index)].numpy())
 
 
 def fit_ood(run: LoadedRun, train: PreparedSplit, val: PreparedSplit, flag_fraction: float = FLAG_FRACTION) -> dict:
-    """The OOD score's statistics (train) and thresholds (val)."""
-    feats, _, labels = _features(run, train, MAX_FIT_CASES)
-    classes = sorted(set(labels.tolist()))
-    means = np.stack([feats[labels == k].mean(0) for k in classes])
-    centred = feats - means[np.searchsorted(classes, labels)]
-    cov = centred.T @ centred / len(feats)
-    d = cov.shape[0]
-    cov = (1 - SHRINKAGE) * cov + SHRINKAGE * np.trace(cov) / d * np.eye(d)
-    precision = np.linalg.inv(cov)
-    vfeats, vlogits, _ = _features(run, val, MAX_FIT_CASES)
-    scores = mahalanobis_scores(vfeats, means, precision)
+    """The OOD score's statistics (train, val medians) and thresholds (val)."""
+    taps = tap_names(run.model)
+    feats, _, labels = _features(run, train, taps, MAX_FIT_CASES)
+    vfeats, vlogits, _ = _features(run, val, taps, MAX_FIT_CASES)
+    ood = {"version": VERSION, "method": "feature-ensemble", "description": METHOD,
+           "layers": fit_layers(feats, labels, vfeats)}
+    scores = ood_scores(ood, vfeats, vlogits)
     flag = float(np.quantile(scores, 1 - flag_fraction))
     refuse = REFUSE_MULTIPLE * max(float(np.quantile(scores, 0.999)), flag)
     energy = energy_scores(vlogits)
-    return {"method": "mahalanobis", "description": METHOD, "features": d, "n_fit": len(feats),
-            "n_val": len(scores), "flag_fraction": flag_fraction, "flag_threshold": flag,
-            "refuse_threshold": refuse, "refuse_rule": f"{REFUSE_MULTIPLE:g} x max(val 99.9th percentile, flag)",
+    return {**ood, "n_fit": len(labels), "n_val": len(scores), "flag_fraction": flag_fraction,
+            "flag_threshold": flag, "refuse_threshold": refuse,
+            "refuse_rule": f"{REFUSE_MULTIPLE:g} x max(val 99.9th percentile, flag)",
             "flagged_on_val": float((scores > flag).mean()),
             "val_score": {"median": float(np.median(scores)), "p99_9": float(np.quantile(scores, 0.999))},
-            "val_energy": {"median": float(np.median(energy)), "p95": float(np.quantile(energy, 0.95))},
-            "class_means": encode_array(means), "precision": encode_array(precision)}
+            "val_energy": {"median": float(np.median(energy)), "p95": float(np.quantile(energy, 0.95))}}
 
 
 def fit_profile(run: LoadedRun, train: PreparedSplit, val: PreparedSplit,
