@@ -82,7 +82,7 @@ class Killer(threading.Thread):
         while self.killed is None and time.monotonic() < deadline:
             running = [j for j in self.queue.with_status("running") if j.study_uid in self.uids]
             if not running:
-                time.sleep(0.05)
+                time.sleep(0.1)
                 continue
             job = running[0]
             time.sleep(self.into)
