@@ -241,6 +241,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=2, help="worker processes")
     p.add_argument("--quiet", type=float, default=2.0, help="the node's quiet_seconds")
     p.add_argument("--lease", type=float, default=10.0, help="the node's lease_seconds")
+    p.add_argument("--scp-timeout", type=int, default=30, help="Orthanc's DicomScpTimeout, seconds")
     p.add_argument("--quick", action="store_true", help="a small smoke run (about 2 minutes)")
     p.add_argument("--workdir", type=Path, help="keep the node, Orthanc and logs here (default: a temporary folder)")
     p.add_argument("--plot", type=Path, help="save the queue depth over time as a PNG")
@@ -266,7 +267,8 @@ def bench(args: argparse.Namespace, work: Path) -> dict:
         run = train(work / "run", args.quick)
         print(f"trained {run} in {time.monotonic() - started:.0f} s", flush=True)
     pool = slice_pool(max(2 * args.slices, 20))
-    with start_orthanc(work / "orthanc", dicom=True) as pacs:
+    # Orthanc waits DicomScpTimeout (30 s by default) on the association of a killed sender
+    with start_orthanc(work / "orthanc", dicom=True, DicomScpTimeout=args.scp_timeout) as pacs:
         config = node_config(work, run.resolve(), pacs, args.quiet, args.lease)
         scanner = Scanner(load_node_config(config).port)
         cluster = Cluster(config, args.workers, work).start(scanner)

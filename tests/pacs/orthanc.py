@@ -35,10 +35,11 @@ class Pacs:
 
 
 @contextmanager
-def start_orthanc(folder: Path, dicom: bool = False) -> Iterator[Pacs]:
+def start_orthanc(folder: Path, dicom: bool = False, **settings) -> Iterator[Pacs]:
     """Orthanc on loopback with authentication, its database in ``folder``; ``dicom``: its C-STORE SCP too.
 
-    Raises :class:`OrthancMissing` when it is not installed."""
+    ``settings``: more configuration keys (e.g. ``DicomScpTimeout``). Raises :class:`OrthancMissing`
+    when it is not installed."""
     if not orthanc_installed():
         raise OrthancMissing(MISSING)
     port, dicom_port = free_port(), free_port() if dicom else None
@@ -52,6 +53,7 @@ def start_orthanc(folder: Path, dicom: bool = False) -> Iterator[Pacs]:
     if dicom:
         config.update({"DicomAet": "ORTHANC", "DicomPort": dicom_port, "DicomAlwaysAllowStore": True,
                        "DicomAlwaysAllowEcho": True, "DicomCheckModalityHost": False})
+    config.update(settings)
     (folder / "tmp").mkdir(parents=True)
     (folder / "orthanc.json").write_text(json.dumps(config))
     log = open(folder / "orthanc.log", "wb")
