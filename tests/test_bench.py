@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.pacs.orthanc import MISSING, orthanc_installed
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -165,3 +167,29 @@ def test_guard_bench_leaves_the_trained_set_out_and_ranks_foreign_high(tmp_path,
     assert "retinamnist (grey)" in sets and not any(k.startswith("breastmnist") for k in sets)
     assert sets["retinamnist (grey)"][0].shape == (28, 28) and len(sets["retinamnist (grey)"]) == 3
     assert guard.auroc(np.array([0.1, 0.2]), np.array([0.3, 5.0])) == 1.0
+
+
+def test_realtime_bench_latency_figures_and_queue_timeline():
+    realtime = _bench("realtime")
+    arrivals = {f"s{i}": float(i) for i in range(5)}
+    seen = {f"s{i}": i + 3.0 + i for i in range(4)}  # s4 never got its SR
+    figures = realtime.summarise(arrivals, seen, start=0.0)
+    assert (figures["studies"], figures["with_sr"], figures["p50"], figures["max"]) == (5, 4, 4.5, 6.0)
+    assert figures["per_minute"] == 60.0 * 4 / 9.0  # 4 SRs by the last one's time
+    samples = [(0, {}), (1, {"received": 2}), (2, {"queued": 3, "running": 1}), (3, {"queued": 12})]
+    assert realtime.timeline(samples) == "023+"
+
+
+@pytest.mark.skipif(not orthanc_installed(), reason=MISSING)
+def test_realtime_bench_quick_loses_and_duplicates_nothing_after_a_kill(tmp_path):
+    out = tmp_path / "realtime.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "realtime.py"), "--quick", "--studies", "2",
+                           "--slices", "3", "--workers", "1", "--lease", "3", "--quiet", "1",
+                           "--workdir", str(tmp_path / "work"), "--json", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    steady, killed = result["phases"]
+    assert result["results_per_study"] == 2  # SR + heatmap SC
+    assert steady["with_sr"] == killed["with_sr"] == 2 and killed["killed"] and killed["redone_jobs"] >= 1
+    assert steady["lost"] == killed["lost"] == steady["duplicated"] == killed["duplicated"] == 0
