@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -40,7 +41,7 @@ import torch
 
 from medsight.errors import ForeignInputError
 from medsight.inference.load import LoadedRun
-from medsight.inference.ood_score import PENULTIMATE, VERSION, ood_scores
+from medsight.inference.ood_score import PENULTIMATE, VERSION, decoded_layers, ood_scores
 from medsight.models.contrastive import feature_layer
 from medsight.models.taps import tapped
 from medsight.runtime.run_folder import PROFILE_FILE
@@ -123,7 +124,12 @@ class InputGuard:
 
     def scores(self, run: LoadedRun, images: torch.Tensor) -> np.ndarray:
         features, logits = layer_features(run, images, profile_taps(self.ood))
-        return ood_scores(self.ood, features, logits)
+        return ood_scores(self.ood, features, logits, self.layers)
+
+    @cached_property
+    def layers(self) -> list:
+        """The score's decoded statistics (``decoded_layers``), once per loaded profile."""
+        return decoded_layers(self.ood) if self.ood["method"] != "energy" else []
 
     def judge(self, score: float) -> str:
         """``"refuse"``, ``"flag"`` or ``"ok"`` for an OOD score."""

@@ -76,22 +76,35 @@ def fit_layers(train: dict[str, np.ndarray], labels: np.ndarray, val: dict[str, 
     return layers
 
 
-def layer_scores(ood: dict, features: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Each layer's distance over its val median ``(N,)``."""
-    return {layer["name"]: mahalanobis_scores(features[layer["name"]], decode_array(layer["class_means"]),
-                                              decode_array(layer["precision"])) / layer["val_median"]
-            for layer in ood["layers"]}
-
-
-def ood_scores(ood: dict, features: dict[str, np.ndarray], logits: np.ndarray) -> np.ndarray:
-    """The profile's score ``(N,)`` of the features ``features_and_logits`` returns (higher is more foreign)."""
+def _version(ood: dict) -> int:
+    """The profile's score version, one this code reads (else one clear error)."""
     version = int(ood.get("version", 1))
     if version > VERSION:
         raise MedsightError(f"the input profile's OOD score is version {version}; this medsight reads up to "
                             f"{VERSION}: upgrade medsight or refit it with `medsight calibrate RUN`")
+    return version
+
+
+def decoded_layers(ood: dict) -> list[tuple[str, np.ndarray, np.ndarray, float]]:
+    """``(name, class means, precision, val median)`` per layer of a Mahalanobis profile; a
+    version-1 profile is its penultimate feature alone, unscaled. Decoding costs ~12 ms for a
+    ResNet's layers, so the guard does it once, not per prediction."""
+    if _version(ood) == 1:
+        return [(PENULTIMATE, decode_array(ood["class_means"]), decode_array(ood["precision"]), 1.0)]
+    return [(layer["name"], decode_array(layer["class_means"]), decode_array(layer["precision"]),
+             layer["val_median"]) for layer in ood["layers"]]
+
+
+def layer_scores(ood: dict, features: dict[str, np.ndarray], layers: list | None = None) -> dict[str, np.ndarray]:
+    """Each layer's distance over its val median ``(N,)`` (``layers``: ``decoded_layers(ood)``, if at hand)."""
+    return {name: mahalanobis_scores(features[name], means, precision) / median
+            for name, means, precision, median in (layers or decoded_layers(ood))}
+
+
+def ood_scores(ood: dict, features: dict[str, np.ndarray], logits: np.ndarray, layers: list | None = None
+               ) -> np.ndarray:
+    """The profile's score ``(N,)`` of the features ``layer_features`` returns (higher is more foreign)."""
+    _version(ood)
     if ood["method"] == "energy":
         return energy_scores(logits)
-    if version == 1:  # the penultimate feature alone, unscaled
-        return mahalanobis_scores(features[PENULTIMATE], decode_array(ood["class_means"]),
-                                  decode_array(ood["precision"]))
-    return np.max(np.stack(list(layer_scores(ood, features).values())), 0)
+    return np.max(np.stack(list(layer_scores(ood, features, layers).values())), 0)
