@@ -194,6 +194,7 @@ class LesionConfig(_Strict):
     # curve sweeps from confident to doubtful detections
     candidate_threshold: float = Field(0.1, gt=0, lt=1)
     min_size: float = Field(0.0, ge=0)  # mm^3 in 3D, mm^2 in 2D
+    max_lesions: int = Field(1000, ge=1)  # per class and image, the most probable
     hit_rule: Literal["center", "iou"] = "center"  # centre inside a reference lesion, or IoU
     iou_threshold: float = Field(0.1, gt=0, le=1)
 

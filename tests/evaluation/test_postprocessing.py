@@ -9,7 +9,7 @@ import shutil
 import torch
 from scipy import ndimage
 
-from medsight.evaluation.postprocessing import choose_postprocessing
+from medsight.evaluation.postprocessing import after_training_budget, choose_postprocessing
 from medsight.inference.load import load_run
 from medsight.inference.postprocess import POSTPROCESSING_FILE, keep_largest, largest_component_classes
 from medsight.inference.segment import segment_image
@@ -55,3 +55,22 @@ def test_the_choice_is_made_on_val_saved_and_applied_by_segment(segmentation_run
     (run / POSTPROCESSING_FILE).write_text(json.dumps({**saved, "largest_component": ["nodule"],
                                                        "checkpoint_sha256": "0" * 64}))
     assert largest_component_classes(run, loaded.class_names) == []
+
+
+def test_a_budget_too_small_for_one_case_chooses_nothing_and_says_how_to_choose_it(segmentation_run, tmp_path,
+                                                                                  caplog):
+    run = tmp_path / "run"
+    shutil.copytree(segmentation_run, run)
+    with caplog.at_level("WARNING"):
+        chosen = choose_postprocessing(run, budget_s=0.0)
+    assert chosen["n"] == 0 and chosen["largest_component"] == [] and chosen["val_dice"] == {}
+    assert chosen["val_cases"] == 32 and chosen["budget_s"] == 0.0
+    assert "0 of 32 val cases" in caplog.text and "medsight calibrate RUN" in caplog.text
+    saved = json.loads((run / POSTPROCESSING_FILE).read_text())  # strict JSON: no NaN for the missing scores
+    assert saved["val_dice"] == {} and largest_component_classes(run, load_run(run).class_names) == []
+
+
+def test_after_training_budget_is_a_share_of_the_training_budget():
+    assert after_training_budget(None) is None  # a training by epochs: no limit
+    assert after_training_budget(1) == 60.0  # at least a minute
+    assert after_training_budget(60) == 15 * 60.0

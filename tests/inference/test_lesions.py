@@ -193,6 +193,23 @@ def test_outputs_are_json_safe_and_the_table_round_trips(tmp_path):
     assert (tmp_path / "none.csv").read_text().startswith("label,")
 
 
+def test_a_speckled_map_reports_only_the_most_probable_lesions(caplog):
+    """A poorly trained model can threshold a CT into a million specks: at most max_lesions are
+    measured, the most probable ones, and the label map holds exactly those."""
+    rng = np.random.default_rng(0)
+    prob = np.zeros((40, 40, 40), np.float32)
+    prob[::2, ::2, ::2] = rng.uniform(0.5, 1.0, (20, 20, 20))  # 8,000 isolated voxels
+    every, _ = label_lesions(prob, np.eye(4), max_lesions=10_000)
+    assert len(every) == 8000
+    with caplog.at_level("WARNING"):
+        top, labels = label_lesions(prob, np.eye(4), max_lesions=50)
+    assert "8000 components" in caplog.text and "kept the 50 most probable" in caplog.text
+    assert [x["probability"] for x in top] == [x["probability"] for x in every[:50]]
+    assert [x["centroid_voxel"] for x in top] == [x["centroid_voxel"] for x in every[:50]]
+    assert set(np.unique(labels)) == set(range(51)) and int((labels > 0).sum()) == 50
+    assert find_lesions(prob, np.eye(4), max_lesions=3) == top[:3]
+
+
 @pytest.mark.parametrize("prob, affine, kwargs, message", [
     (np.zeros((2, 4, 4, 4)), np.eye(4), {}, "2D or 3D"),
     (np.full((4, 4), 3.0), np.eye(3), {}, "logits"),
@@ -201,6 +218,7 @@ def test_outputs_are_json_safe_and_the_table_round_trips(tmp_path):
     (np.zeros((4, 4)), np.diag([1.0, 0.0, 1.0]), {}, "singular"),
     (np.zeros((4, 4)), np.eye(3), {"threshold": 0.0}, "threshold"),
     (np.zeros((4, 4)), np.eye(3), {"min_size": -1.0}, "minimum"),
+    (np.zeros((4, 4)), np.eye(3), {"max_lesions": 0}, "maximum lesion count"),
 ])
 def test_invalid_inputs_are_user_errors(prob, affine, kwargs, message):
     with pytest.raises(MedsightError, match=message):

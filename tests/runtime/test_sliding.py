@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 
 import pytest
 import torch
@@ -10,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medsight.models import build_model
-from medsight.runtime.sliding import sliding_probabilities
+from medsight.runtime.sliding import OverBudget, sliding_probabilities, window_count
 
 FP32 = None  # filled lazily: Runtime.create sets torch's thread count
 
@@ -116,3 +117,41 @@ def test_mirror_tta_of_a_flip_symmetric_model_changes_nothing(dims, shape, patch
     inner = net.net
     assert not torch.allclose(sliding_probabilities(inner, x, patch, _fp32(), mirror=True),
                               sliding_probabilities(inner, x, patch, _fp32(), mirror=False), atol=1e-4)
+
+
+class _Counting(_Pointwise):
+    """Counts the windows it is given, and takes ``pause`` seconds per batch."""
+
+    def __init__(self, pause: float = 0.0):
+        super().__init__()
+        self.windows, self.calls, self.pause = 0, 0, pause
+
+    def forward(self, x):
+        self.windows += x.shape[0]
+        self.calls += 1
+        time.sleep(self.pause)
+        return super().forward(x)
+
+
+@pytest.mark.parametrize("shape, patch, overlap", [((53, 37), (16, 16), 0.5), ((16, 40), (16, 16), 0.25),
+                                                   ((10, 100), (16, 24), 0.0), ((64, 64), (16, 16), 0.75)])
+def test_window_count_is_the_number_of_windows_monai_runs(shape, patch, overlap):
+    net = _Counting().eval()
+    sliding_probabilities(net, torch.randn(1, *shape), patch, _fp32(), batch_size=3, overlap=overlap)
+    assert window_count(shape, patch, overlap) == net.windows
+
+
+def test_a_deadline_that_cannot_be_met_stops_after_a_few_windows_with_an_estimate():
+    net = _Counting(pause=0.02).eval()
+    x = torch.randn(1, 160, 160)  # 361 windows of 16 at overlap 0.5, one per call: ~7 s
+    with pytest.raises(OverBudget) as stopped:
+        sliding_probabilities(net, x, (16, 16), _fp32(), batch_size=1, deadline=time.monotonic() + 1.0)
+    assert net.calls <= 3  # the first two calls time it; the estimate then says it is too long
+    assert 5.0 < stopped.value.seconds < 60.0
+    # a deadline that has passed stops before any window; one that leaves room changes nothing
+    with pytest.raises(OverBudget):
+        sliding_probabilities(net, x, (16, 16), _fp32(), deadline=time.monotonic() - 1.0)
+    small = torch.randn(1, 32, 32)
+    torch.testing.assert_close(sliding_probabilities(_Pointwise().eval(), small, (16, 16), _fp32(),
+                                                     deadline=time.monotonic() + 60.0),
+                               _whole(_Pointwise().eval(), small), atol=1e-5, rtol=1e-5)

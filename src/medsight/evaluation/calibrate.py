@@ -33,7 +33,7 @@ from medsight.inference.load import LoadedRun, load_run
 from medsight.inference.uncertainty import normalised_entropy, review_threshold
 from medsight.runtime.checkpoint import BEST
 from medsight.runtime.ensemble_folder import run_task
-from medsight.runtime.run_folder import checkpoint_path
+from medsight.runtime.run_folder import checkpoint_path, read_config
 from medsight.tasks import CLASSIFICATION, SEGMENTATION, require_command
 from medsight.utils.atomic import write_json
 
@@ -46,9 +46,10 @@ def fit_on_val(run_dir: str | Path, val: PreparedSplit | None = None, train: Pre
     input profile (classification; ``train`` feeds the profile), or post-processing
     (segmentation, :mod:`.postprocessing`)."""
     if run_task(Path(run_dir)) is SEGMENTATION:
-        from medsight.evaluation.postprocessing import choose_postprocessing
+        from medsight.evaluation.postprocessing import after_training_budget, choose_postprocessing
 
-        return choose_postprocessing(run_dir)
+        minutes = read_config(run_dir).train.time_budget_minutes
+        return choose_postprocessing(run_dir, budget_s=after_training_budget(minutes))
     return calibrate_run(run_dir, val=val, train=train)
 
 

@@ -62,7 +62,8 @@ def evaluate_segmentation(run: Path, split: str = "test", data: Path | None = No
         # lesion level: components of the foreground probability against reference components
         foreground = 1.0 - seg.probabilities[0].numpy()
         lesions, lesion_map = label_lesions(foreground, item["image"].affine.numpy(),
-                                            lesion_cfg.candidate_threshold, lesion_cfg.min_size)
+                                            lesion_cfg.candidate_threshold, lesion_cfg.min_size,
+                                            max_lesions=lesion_cfg.max_lesions, want_map=lesion_cfg.hit_rule == "iou")
         case = (lesions, ref > 0, lesion_map) if lesion_cfg.hit_rule == "iou" else (lesions, ref > 0)
         froc_scans.append(scan_hits(case, lesion_cfg.hit_rule, lesion_cfg.iou_threshold))
         shown = {"image": np.asarray(item["image"][0]), "ref": ref, "pred": pred,

@@ -4,11 +4,18 @@ For each foreground class, keeping only its largest connected component is adopt
 raises the mean per-case validation Dice of that class (on the source grid, as evaluate
 measures). The choice is written to ``RUN/postprocessing.json`` and applied by ``segment``,
 ``evaluate`` and the service (see :mod:`medsight.inference.postprocess`).
+
+After a training with a time budget, the choice gets a share of that budget
+(:func:`after_training_budget`): whole 512x512x300 CT volumes take minutes each on a CPU, and a
+ten-minute training should not be followed by an hour of validation. It segments the cases that
+fit; when not even one fits, it chooses nothing and says how to choose on demand
+(``medsight calibrate RUN``, with no limit), as nnU-Net chooses post-processing after training.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +31,7 @@ from medsight.inference.postprocess import POSTPROCESSING_FILE, keep_largest
 from medsight.inference.segment import segment_image
 from medsight.runtime.checkpoint import BEST
 from medsight.runtime.run_folder import checkpoint_path
+from medsight.runtime.sliding import OverBudget
 from medsight.tasks import SEGMENTATION
 from medsight.utils.atomic import write_json
 
@@ -31,10 +39,20 @@ log = logging.getLogger(__name__)
 # validation cases segmented for the choice (evenly spaced when there are more): whole volumes
 # are minutes each on a CPU, so 3D gets fewer
 MAX_CASES = {2: 200, 3: 10}
+# after a time-budgeted training, the choice may take this share of the budget (at least a minute)
+AFTER_TRAINING_SHARE = 0.25
+AFTER_TRAINING_MIN_S = 60.0
 
 
-def choose_postprocessing(run_dir: str | Path, **_: object) -> dict:
-    """Compare Dice with and without largest-component filtering on val; save and return the choice."""
+def after_training_budget(minutes: float | None) -> float | None:
+    """Seconds the choice may take after a training of ``minutes`` (None: no limit)."""
+    return None if minutes is None else max(AFTER_TRAINING_MIN_S, AFTER_TRAINING_SHARE * 60 * minutes)
+
+
+def choose_postprocessing(run_dir: str | Path, budget_s: float | None = None) -> dict:
+    """Compare Dice with and without largest-component filtering on val; save and return the choice.
+
+    ``budget_s``: stop before a case that would end after this many seconds (None: no limit)."""
     run_dir = Path(run_dir)
     loaded = load_run(run_dir)
     if loaded.kind is not SEGMENTATION:
@@ -46,25 +64,39 @@ def choose_postprocessing(run_dir: str | Path, **_: object) -> dict:
         items = [items[i] for i in np.linspace(0, len(items) - 1, most).round().astype(int)]
     classes = list(range(1, len(loaded.class_names)))
     plain, largest = ({k: [] for k in classes} for _ in range(2))
+    deadline = None if budget_s is None else time.monotonic() + budget_s
+    stopped = None
     for item in tqdm(items, desc="choosing post-processing on val", unit="case", disable=None):
         got, _ = load_items([item], policy="skip", progress=False)
         if not got or got[0].get("mask") is None:
             continue
-        labels = segment_image(loaded, got[0]["image"], postprocess=False).labels.as_tensor()
+        try:
+            labels = segment_image(loaded, got[0]["image"], postprocess=False, deadline=deadline).labels.as_tensor()
+        except OverBudget as over:
+            stopped = over.seconds
+            break
         ref = torch.as_tensor(np.asarray(got[0]["mask"])).round().long()
         for k in classes:
             plain[k].append(_dice(labels == k, ref == k))
             largest[k].append(_dice(keep_largest(labels, [k]) == k, ref == k))
+    n = len(plain[classes[0]]) if classes else 0
+    if stopped is not None:
+        log.warning("post-processing chosen on %d of %d val cases, within the %.0f s allotted after training%s%s",
+                    n, len(items), budget_s, "" if stopped == float("inf") else
+                    f" (the next would take about {stopped:.0f} s)",
+                    "; choose it on demand, with no limit: medsight calibrate RUN" if n == 0 else "")
     chosen, scores = [], {}
     for k in classes:
         name = loaded.class_names[k]
-        before, after = (float(np.mean(v)) if v else float("nan") for v in (plain[k], largest[k]))
-        scores[name] = {"none": round(before, 4), "largest_component": round(after, 4)}
+        if not plain[k]:
+            continue
+        before, after = (round(float(np.mean(v)), 4) for v in (plain[k], largest[k]))
+        scores[name] = {"none": before, "largest_component": after}
         if after > before:
             chosen.append(name)
     result = {"rule": "keep the largest component of a class where that raised its mean val Dice",
-              "largest_component": chosen, "val_dice": scores, "n": len(plain[classes[0]]) if classes else 0,
-              "checkpoint_sha256": file_sha256(checkpoint_path(run_dir, BEST))}
+              "largest_component": chosen, "val_dice": scores, "n": n, "val_cases": len(items),
+              "budget_s": budget_s, "checkpoint_sha256": file_sha256(checkpoint_path(run_dir, BEST))}
     write_json(run_dir / POSTPROCESSING_FILE, result)
     log.info("post-processing on val: %s", ", ".join(
         f"{n}: Dice {s['none']:.3f} -> {s['largest_component']:.3f} with the largest component"

@@ -45,27 +45,32 @@ class Segmentation:
 
 
 def segment_image(run: LoadedRun, image: MetaTensor, mirror: bool | None = None,
-                  postprocess: bool = True) -> Segmentation:
+                  postprocess: bool = True, deadline: float | None = None) -> Segmentation:
     """Segment one image (as read by ``read_image``) with a segmentation run.
 
-    ``postprocess``: apply the run's post-processing chosen on validation (``postprocess.py``)."""
+    ``postprocess``: apply the run's post-processing chosen on validation (``postprocess.py``).
+    ``deadline``: raise ``runtime.sliding.OverBudget`` early when the image would not be done by
+    then (``time.monotonic()`` seconds)."""
     require_command(run.kind, "segment", run.run_dir)
     if image.ndim - 1 != run.spatial_dims:
         raise InputFileError(image.meta.get("source", "input"), f"is {image.ndim - 1}D, but the model is "
                              f"{run.spatial_dims}D")
     pre = run.preprocess()
-    data = pre({"image": image})
-    x = data["image"]
+    x = pre({"image": image})["image"]
     seg = run.cfg.segmentation
     mirror = seg.mirror_tta if mirror is None else mirror
     probs = sliding_probabilities(run.model, torch.as_tensor(x.as_tensor()), tuple(seg.patch_size), run.runtime,
-                                  int(run.cfg.train.batch_size), seg.sw_overlap, mirror)
+                                  int(run.cfg.train.batch_size), seg.sw_overlap, mirror, deadline)
+    meta, operations = x.meta, x.applied_operations
+    del x  # a whole volume's worth of float32, no longer needed
     # back to the source grid: the inverse of the (spatial) preprocessing, MONAI-tracked
-    pred = MetaTensor(probs, meta=x.meta, applied_operations=x.applied_operations)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "no invertible transforms" when nothing was resampled
-        probs = torch.as_tensor(pre.inverse({"image": pred})["image"]).float()
-    probs = probs / probs.sum(0, keepdim=True).clamp(min=1e-6)
+        restored = pre.inverse({"image": MetaTensor(probs, meta=meta, applied_operations=operations)})["image"]
+    del probs
+    probs = restored.as_tensor().float()
+    del restored
+    probs = probs.div_(probs.sum(0, keepdim=True).clamp_(min=1e-6))
     label_map = probs.argmax(0, keepdim=True).to(torch.uint8)
     largest = largest_component_classes(run.run_dir, run.class_names) if postprocess else []
     if largest:
@@ -77,7 +82,8 @@ def segment_image(run: LoadedRun, image: MetaTensor, mirror: bool | None = None,
     lesions = []
     cfg = seg.lesions
     for k, name in enumerate(run.class_names[1:], start=1):
-        for lesion in find_lesions(probs[k].numpy(), affine, cfg.threshold, cfg.min_size, class_index=k):
+        for lesion in find_lesions(probs[k].numpy(), affine, cfg.threshold, cfg.min_size, class_index=k,
+                                   max_lesions=cfg.max_lesions):
             lesions.append({"class": name, **lesion})
     lesions.sort(key=lambda r: -r["probability"])
     return Segmentation(labels, probs, lesions)
