@@ -102,3 +102,30 @@ def test_output_is_float32_tensor_with_meta():
         {"image": make_image(torch.zeros(1, 4, 4), spacing=(0.7, 0.7), modality="CT")})["image"]
     assert out.dtype == torch.float32
     assert out.meta["modality"] == "CT"
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_percentile_scaling_gives_monais_numbers_and_leaves_the_input_alone(channels):
+    from monai.data import MetaTensor
+    from monai.transforms import ScaleIntensityRangePercentilesd
+
+    from medsight.transforms.intensity import PercentileScaled
+
+    torch.manual_seed(0)
+    x = torch.randn(channels, 20, 18, 7) * torch.arange(1, channels + 1).view(-1, 1, 1, 1) * 100 + 40
+    x[0, 0, 0, 0] = 1e6  # an extreme voxel the percentiles ignore
+    image = MetaTensor(x.clone(), affine=torch.diag(torch.tensor([0.7, 0.7, 1.5, 1.0])))
+    ours = PercentileScaled(["image"])({"image": image})["image"]
+    monai = ScaleIntensityRangePercentilesd(["image"], lower=0.5, upper=99.5, b_min=0.0, b_max=1.0, clip=True,
+                                            channel_wise=True)({"image": image})["image"]
+    torch.testing.assert_close(ours.as_tensor(), torch.as_tensor(monai).float(), atol=1e-6, rtol=1e-5)
+    assert torch.equal(image.as_tensor(), x)  # the caller's image is not scaled in place
+    assert isinstance(ours, MetaTensor) and torch.equal(ours.affine, image.affine)
+    assert float(ours.min()) == 0.0 and float(ours.max()) == 1.0
+
+
+def test_percentile_scaling_of_a_constant_channel_subtracts_it_as_monai_does():
+    from medsight.transforms.intensity import PercentileScaled
+
+    out = PercentileScaled(["image"])({"image": torch.full((1, 4, 4), 7.0)})["image"]
+    assert torch.equal(out, torch.zeros(1, 4, 4))

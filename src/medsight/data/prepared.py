@@ -244,9 +244,13 @@ class _SegmentationEntry(_ClassificationEntry):
 
         loaded = load_item(item, self.require)
         source = _checked_source(loaded, self.dims)
-        out = _apply(self.preprocess, {"image": loaded["image"], "mask": loaded["mask"]}, source)
+        out = _apply(self.preprocess, {"image": loaded.pop("image"), "mask": loaded.pop("mask")}, source)
+        # a 512x512x300 CT is 315 MB per float32 copy, and the workers build cases side by side:
+        # the mask is rounded in place and each input is let go as soon as it is used
+        labels = _tensor(out.pop("mask"))[0]
+        mask = labels.float().round_().clamp_(0, 255).to(torch.uint8).numpy()
+        del labels
         image = _numpy(out["image"])
-        mask = np.clip(np.rint(_numpy(out["mask"])[0]), 0, 255).astype(np.uint8)
         meta = {"source": source, "shape": list(image.shape), "spacing": list(spacing_of(out["image"])),
                 "mask_max": int(mask.max(initial=0))}
         arrays = {".npy": encode(image, self.store.encoding), ".mask.npy": mask,
@@ -254,9 +258,13 @@ class _SegmentationEntry(_ClassificationEntry):
         return self.store.put(item["_cache_key"], meta, arrays)
 
 
+def _tensor(x) -> torch.Tensor:
+    """A plain tensor (no MetaTensor bookkeeping) sharing ``x``'s memory where it can."""
+    return torch.as_tensor(x.as_tensor() if hasattr(x, "as_tensor") else x).detach().cpu()
+
+
 def _numpy(x) -> np.ndarray:
-    x = x.as_tensor() if hasattr(x, "as_tensor") else x
-    return np.asarray(torch.as_tensor(x).detach().float().cpu().numpy(), dtype=np.float32)
+    return np.asarray(_tensor(x).float().numpy(), dtype=np.float32)
 
 
 def prepare_cached_cases(items: list[Item], cfg: RunConfig, preprocess: Compose, dims: int, channels: int,

@@ -98,9 +98,10 @@ def choose_postprocessing(run_dir: str | Path, budget_s: float | None = None) ->
               "largest_component": chosen, "val_dice": scores, "n": n, "val_cases": len(items),
               "budget_s": budget_s, "checkpoint_sha256": file_sha256(checkpoint_path(run_dir, BEST))}
     write_json(run_dir / POSTPROCESSING_FILE, result)
-    log.info("post-processing on val: %s", ", ".join(
-        f"{n}: Dice {s['none']:.3f} -> {s['largest_component']:.3f} with the largest component"
-        f"{' (kept)' if n in chosen else ' (not kept)'}" for n, s in scores.items()))
+    if scores:
+        log.info("post-processing on val: %s", ", ".join(
+            f"{n}: Dice {s['none']:.3f} -> {s['largest_component']:.3f} with the largest component"
+            f"{' (kept)' if n in chosen else ' (not kept)'}" for n, s in scores.items()))
     return result
 
 
