@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import pytest
 import torch
 from scipy import ndimage
 
@@ -74,3 +75,18 @@ def test_after_training_budget_is_a_share_of_the_training_budget():
     assert after_training_budget(None) is None  # a training by epochs: no limit
     assert after_training_budget(1) == 60.0  # at least a minute
     assert after_training_budget(60) == 15 * 60.0
+
+
+def test_a_median_case_that_cannot_fit_the_budget_is_not_even_read(segmentation_run, tmp_path, monkeypatch, caplog):
+    from medsight.evaluation import postprocessing
+
+    run = tmp_path / "run"
+    shutil.copytree(segmentation_run, run)
+    seconds = postprocessing.case_seconds(load_run(run))
+    assert 0.0 < seconds < 60.0  # a 2D case of the tiny run: windows x one timed batch
+    monkeypatch.setattr(postprocessing, "case_seconds", lambda _: 500.0)
+    monkeypatch.setattr(postprocessing, "load_items", lambda *a, **k: pytest.fail("a case was read"))
+    with caplog.at_level("WARNING"):
+        chosen = choose_postprocessing(run, budget_s=60.0)
+    assert chosen["n"] == 0 and chosen["val_cases"] == 32
+    assert "the next would take about 500 s" in caplog.text

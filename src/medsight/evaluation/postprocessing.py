@@ -15,6 +15,7 @@ fit; when not even one fits, it chooses nothing and says how to choose on demand
 from __future__ import annotations
 
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -26,12 +27,12 @@ from medsight.data.loading import load_items
 from medsight.data.registry import build_dataset
 from medsight.errors import ConfigError
 from medsight.inference.engine import file_sha256
-from medsight.inference.load import load_run
+from medsight.inference.load import LoadedRun, load_run
 from medsight.inference.postprocess import POSTPROCESSING_FILE, keep_largest
 from medsight.inference.segment import segment_image
 from medsight.runtime.checkpoint import BEST
 from medsight.runtime.run_folder import checkpoint_path
-from medsight.runtime.sliding import OverBudget
+from medsight.runtime.sliding import OverBudget, window_count
 from medsight.tasks import SEGMENTATION
 from medsight.utils.atomic import write_json
 
@@ -62,10 +63,17 @@ def choose_postprocessing(run_dir: str | Path, budget_s: float | None = None) ->
     most = MAX_CASES[2 if loaded.spatial_dims == 2 else 3]
     if len(items) > most:
         items = [items[i] for i in np.linspace(0, len(items) - 1, most).round().astype(int)]
+    n_val = len(items)
     classes = list(range(1, len(loaded.class_names)))
     plain, largest = ({k: [] for k in classes} for _ in range(2))
     deadline = None if budget_s is None else time.monotonic() + budget_s
     stopped = None
+    if budget_s is not None:
+        # a median case that cannot fit is not even read: a CT read, preprocessed and given
+        # MONAI's output buffers costs the training process ~2 GB more for nothing
+        per_case = case_seconds(loaded)
+        if per_case > budget_s:
+            stopped, items = per_case, items[:0]
     for item in tqdm(items, desc="choosing post-processing on val", unit="case", disable=None):
         got, _ = load_items([item], policy="skip", progress=False)
         if not got or got[0].get("mask") is None:
@@ -82,7 +90,7 @@ def choose_postprocessing(run_dir: str | Path, budget_s: float | None = None) ->
     n = len(plain[classes[0]]) if classes else 0
     if stopped is not None:
         log.warning("post-processing chosen on %d of %d val cases, within the %.0f s allotted after training%s%s",
-                    n, len(items), budget_s, "" if stopped == float("inf") else
+                    n, n_val, budget_s, "" if stopped == float("inf") else
                     f" (the next would take about {stopped:.0f} s)",
                     "; choose it on demand, with no limit: medsight calibrate RUN" if n == 0 else "")
     chosen, scores = [], {}
@@ -95,7 +103,7 @@ def choose_postprocessing(run_dir: str | Path, budget_s: float | None = None) ->
         if after > before:
             chosen.append(name)
     result = {"rule": "keep the largest component of a class where that raised its mean val Dice",
-              "largest_component": chosen, "val_dice": scores, "n": n, "val_cases": len(items),
+              "largest_component": chosen, "val_dice": scores, "n": n, "val_cases": n_val,
               "budget_s": budget_s, "checkpoint_sha256": file_sha256(checkpoint_path(run_dir, BEST))}
     write_json(run_dir / POSTPROCESSING_FILE, result)
     if scores:
@@ -103,6 +111,28 @@ def choose_postprocessing(run_dir: str | Path, budget_s: float | None = None) ->
             f"{n}: Dice {s['none']:.3f} -> {s['largest_component']:.3f} with the largest component"
             f"{' (kept)' if n in chosen else ' (not kept)'}" for n, s in scores.items()))
     return result
+
+
+def case_seconds(run: LoadedRun) -> float:
+    """Seconds a median case of the run's training set takes by sliding windows on this machine:
+    its preprocessed shape (from the plan's fingerprint) in windows, times one timed batch."""
+    cfg, fp = run.cfg, run.plan.get("fingerprint") or {}
+    seg = cfg.segmentation
+    patch, batch = tuple(seg.patch_size), int(cfg.train.batch_size)
+    shape = [float(s) for s in fp.get("shape_median") or patch]
+    if cfg.transforms.spatial_size:
+        shape = list(cfg.transforms.spatial_size)
+    elif cfg.transforms.spacing and fp.get("spacing_median"):
+        shape = [s * a / b for s, a, b in zip(shape, fp["spacing_median"], cfg.transforms.spacing)]
+    flips = 2 ** len(patch) if seg.mirror_tta else 1
+    calls = math.ceil(window_count([round(s) for s in shape], patch, seg.sw_overlap) / batch) * flips
+    x = run.runtime.batch(torch.zeros(batch, int(run.plan["in_channels"]), *patch))
+    run.model.eval()
+    with torch.inference_mode(), run.runtime.autocast():
+        run.model(x)  # one-off kernel set-up
+        start = time.perf_counter()
+        run.model(x)
+    return calls * (time.perf_counter() - start)
 
 
 def _dice(pred: torch.Tensor, ref: torch.Tensor) -> float:

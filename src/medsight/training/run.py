@@ -17,6 +17,7 @@ data, model, task and plan; the folder, runtime, processes and the loop are shar
 
 from __future__ import annotations
 
+import gc
 import logging
 from pathlib import Path
 from typing import Callable, Sequence
@@ -128,6 +129,11 @@ def _train_locked(cfg: RunConfig, run_dir: Path, resume: bool, overwrite: bool,
     trainer = Trainer(setup.model, setup.task, setup.cfg.train, run_dir, runtime, setup.cfg.model.spatial_dims,
                       callbacks, dist)
     history = trainer.fit(resume=resume)
+    # the steps after training load the saved weights; the trained model, its optimizer state
+    # and gradients are let go first (a 3D U-Net's are hundreds of MB beside a CT being segmented)
+    del trainer
+    setup.model = None
+    gc.collect()
     if dist.is_main:
         write_history(run_dir, history)  # a kill between the last checkpoint and its log line
         write_curves(run_dir, history, setup.cfg.train.monitor)
