@@ -128,6 +128,8 @@ class ModelConfig(_Strict):
 class EarlyStoppingConfig(_Strict):
     patience: int = Field(0, ge=0)  # 0 disables early stopping
     min_delta: float = 0.0
+    # keep the latest epoch within one standard error of the best (training/early_stopping.py)
+    within_se: bool = True
 
 
 class TrainConfig(_Strict):

@@ -24,7 +24,7 @@ from medsight.data.prepared import (
 from medsight.data.registry import build_dataset
 from medsight.data.types import SplitData
 from medsight.errors import ConfigError
-from medsight.metrics.classification import auc_score
+from medsight.metrics.classification import auc_score, auc_standard_error
 from medsight.models import build_model
 from medsight.planning import apply_plan, open_keys
 from medsight.planning.classification import fingerprint, fingerprint_sample, plan_classification
@@ -169,8 +169,14 @@ class ClassificationTask:
         logits = run_batches(TorchEngine(model, runtime), self.val.images)
         labels = self.val.labels
         probs = torch.softmax(logits, 1).numpy()
+        correct = probs.argmax(1) == labels.numpy()
+        per_case = F.cross_entropy(logits, labels, reduction="none").numpy()
+        # standard errors: checkpoint choice does not chase noise (early_stopping.py)
         return {
             "val_loss": float(F.cross_entropy(logits, labels, weight=self.class_weights)),
-            "val_accuracy": float((probs.argmax(1) == labels.numpy()).mean()),
+            "val_loss_se": float(per_case.std(ddof=1) / np.sqrt(len(per_case))) if len(per_case) > 1 else 0.0,
+            "val_accuracy": float(correct.mean()),
+            "val_accuracy_se": float(np.sqrt(correct.mean() * (1 - correct.mean()) / len(correct))),
             "val_auc": auc_score(labels.numpy(), probs),
+            "val_auc_se": auc_standard_error(labels.numpy(), probs),
         }

@@ -9,6 +9,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import LogLocator, MaxNLocator
 
+from medsight.training.early_stopping import EarlyStopping
 from medsight.utils.figures import message_figure, styled, to_png
 
 
@@ -16,12 +17,13 @@ from medsight.utils.figures import message_figure, styled, to_png
 def plot_training_curves(history: Sequence[Mapping[str, Any]], monitor: str = "val_loss") -> bytes:
     """Losses, validation metrics (``val_*``) and learning rate per epoch; missing keys are gaps.
 
-    A dotted line marks the best epoch of ``monitor`` (minimised if it is a loss, else maximised).
+    A dotted line marks the epoch of ``monitor`` training kept as ``best.pt`` (its best, or the
+    latest within one standard error of it: ``early_stopping.py``).
     """
     rows = [r for r in history if isinstance(r, Mapping)]
     keys = [k for k in dict.fromkeys(k for r in rows for k in r) if _has_numbers(rows, k)]  # first-seen order
     losses = [k for k in keys if k == "loss" or k.endswith("_loss")]
-    metrics = [k for k in keys if k.startswith("val_") and k not in losses]
+    metrics = [k for k in keys if k.startswith("val_") and k not in losses and not k.endswith("_se")]
     # (keys, relative height, y label); the learning-rate panel is deliberately small.
     panels = [(ks, h, label) for ks, h, label in (
         (losses, 3.0, "Loss"), (metrics, 3.0, "Validation metric"), (["lr"] if "lr" in keys else [], 1.4, "Learning rate")
@@ -51,8 +53,7 @@ def plot_training_curves(history: Sequence[Mapping[str, Any]], monitor: str = "v
     if monitor in keys:
         tracked = np.array([_number(r.get(monitor)) for r in rows])
         if np.isfinite(tracked).any():
-            pick = np.nanargmin if monitor.endswith("loss") else np.nanargmax
-            best = epochs[pick(tracked)]
+            best = epochs[_kept_index(rows, monitor)]
             for ax in axes:
                 ax.axvline(best, ls=":", lw=1, color="0.45")
             # Label on the side of the line with more room so it stays inside the axes.
@@ -65,6 +66,15 @@ def plot_training_curves(history: Sequence[Mapping[str, Any]], monitor: str = "v
     axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.align_ylabels(axes)
     return to_png(fig)
+
+
+def _kept_index(rows: Sequence[Mapping[str, Any]], monitor: str) -> int:
+    stopper = EarlyStopping(monitor)
+    kept = 0
+    for i, row in enumerate(rows):
+        if stopper.update(i + 1, {k: _number(row.get(k)) for k in (monitor, f"{monitor}_se")}):
+            kept = i
+    return kept
 
 
 def _number(value: Any) -> float:

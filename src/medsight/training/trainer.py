@@ -80,7 +80,8 @@ class Trainer:
         self._seconds_before = self._seconds = 0.0  # training time of earlier processes (resume)
         self.optimizer = make_optimizer(self.model, cfg)
         self.scheduler = make_scheduler(self.optimizer, cfg, lambda: self.epochs)
-        self.stopper = EarlyStopping(cfg.monitor, cfg.early_stopping.patience, cfg.early_stopping.min_delta)
+        self.stopper = EarlyStopping(cfg.monitor, cfg.early_stopping.patience, cfg.early_stopping.min_delta,
+                                     cfg.early_stopping.within_se)
         self.history: list[dict] = []
         self.callbacks = list(callbacks)
 
@@ -102,10 +103,10 @@ class Trainer:
             self._fit_budget(epoch - start, time.perf_counter() - t_start, epoch)
             self._seconds = time.perf_counter() - t_start
             self.scheduler.step()
-            improved = self.stopper.update(epoch, row)
+            keep = self.stopper.update(epoch, row)
             self.history.append(row)
-            self._checkpoint(epoch, improved)
-            log.info("epoch %d/%d %s%s", epoch, self.epochs, _fmt(row), " (best)" if improved else "")
+            self._checkpoint(epoch, keep)
+            log.info("epoch %d/%d %s%s", epoch, self.epochs, _fmt(row), " (kept)" if keep else "")
             if self.stopper.should_stop:
                 log.info("early stopping: no %s improvement for %d epochs", self.cfg.monitor, self.stopper.patience)
             for callback in self.callbacks:
@@ -176,13 +177,13 @@ class Trainer:
             self.epochs = planned
         self.epochs = self.dist.broadcast(self.epochs)  # every rank stops at the same epoch
 
-    def _checkpoint(self, epoch: int, improved: bool) -> None:
+    def _checkpoint(self, epoch: int, keep: bool) -> None:
         if not self.dist.is_main:
             return
         weights = self.model.state_dict()
-        if improved:
-            save_checkpoint(self.run_dir, BEST, {"model": weights, "epoch": epoch,
-                                                 "monitor": self.cfg.monitor, "value": self.stopper.best})
+        if keep:
+            save_checkpoint(self.run_dir, BEST, {"model": weights, "epoch": epoch, "monitor": self.cfg.monitor,
+                                                 "value": self.history[-1].get(self.cfg.monitor)})
         save_checkpoint(self.run_dir, LAST, {
             "model": weights, "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "stopper": self.stopper.state_dict(),
@@ -217,7 +218,7 @@ def _fmt(row: dict) -> str:
     skip = {"epoch", "seconds", "train_images_per_second"}
     parts = []
     for k, v in row.items():
-        if k in skip or v is None:
+        if k in skip or v is None or k.endswith("_se"):
             continue
         parts.append(f"{k} {v:.2e}" if k == "lr" else f"{k} {v:.4f}" if not math.isnan(v) else f"{k} n/a")
     return " ".join(parts) + f" ({row['seconds']:.1f}s)"
