@@ -76,7 +76,7 @@ def prepare_items(items: list[Item], preprocess: Compose, spatial_dims: int,
         if mask_key:
             keys[mask_key] = item[mask_key]
         out = _apply(preprocess, keys, source)
-        images.append(out["image"].as_tensor() if hasattr(out["image"], "as_tensor") else out["image"])
+        images.append(_tensor(out["image"]))
         if mask_key:
             masks.append(torch.as_tensor(out[mask_key]))
         sources.append(source)
@@ -322,7 +322,7 @@ def prepare_cases(items: list[Item], preprocess: Compose, spatial_dims: int) -> 
         source = _checked_source(item, spatial_dims)
         out = _apply(preprocess, {"image": item["image"], "mask": item["mask"]}, source)
         image = out["image"]
-        images.append(torch.as_tensor(image.as_tensor() if hasattr(image, "as_tensor") else image).float())
+        images.append(_tensor(image).float())
         masks.append(torch.as_tensor(out["mask"])[0].round().clamp(0, 255).to(torch.uint8))
         spacings.append(spacing_of(image))
         ids.append(str(item.get("id", len(ids))))

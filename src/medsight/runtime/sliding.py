@@ -67,7 +67,7 @@ def sliding_probabilities(model: nn.Module, image: torch.Tensor, patch: tuple[in
         probs = probs.flip(flip) if flip else probs
         total = probs if total is None else total.add_(probs)
         del probs
-    return total.div_(len(flips))[0].cpu() if len(flips) > 1 else total[0].cpu()
+    return total.div_(len(flips))[0].cpu()
 
 
 class _Predictor:

@@ -30,18 +30,13 @@ def window_range(cfg: WindowConfig) -> tuple[float, float]:
     return level - width / 2, level + width / 2
 
 
-def intensity_transform(cfg: TransformConfig, keys: list[str], channels: int | None = None) -> MapTransform | None:
-    """The normalisation chosen in the config, or None for ``intensity: none``.
-
-    ``channels``: when known to be 1, z-score statistics are taken on the whole image, the same
-    numbers without MONAI stacking the channels into one more full-size copy (315 MB for a
-    512x512x300 CT)."""
-    channel_wise = channels != 1
+def intensity_transform(cfg: TransformConfig, keys: list[str]) -> MapTransform | None:
+    """The normalisation chosen in the config, or None for ``intensity: none``."""
     if cfg.intensity == "window":
         lo, hi = window_range(cfg.window)
         return ScaleIntensityRanged(keys, a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True)
     if cfg.intensity == "zscore":
-        return NormalizeIntensityd(keys, channel_wise=channel_wise)
+        return NormalizeIntensityd(keys, channel_wise=True)
     if cfg.intensity == "percentile":  # robust to the odd extreme voxel (MR, microscopy)
         return PercentileScaled(keys, lower=0.5, upper=99.5)
     if cfg.intensity in ("scale01", None):

@@ -54,7 +54,7 @@ def preprocessing(cfg: TransformConfig, spatial_dims: int, channels: int | None 
     channels = cfg.channels or channels
     if channels is not None:
         steps.append(AdaptChannelsd(list(image_keys), channels))
-    norm = intensity_transform(cfg, list(image_keys), channels)
+    norm = intensity_transform(cfg, list(image_keys))
     if norm is not None:
         steps.append(norm)
     steps.append(EnsureTyped(keys, track_meta=True))
