@@ -121,8 +121,7 @@ class CaseStore:
     def put(self, key: str, meta: dict, arrays: dict[str, np.ndarray]) -> dict:
         """Write the arrays (``.npy`` each), then the metadata that marks the entry complete."""
         for suffix, array in arrays.items():
-            buf = _npy_bytes(array)
-            _write_atomic(self.path(key, suffix), buf)
+            write_array(self.path(key, suffix), array)
         meta = {**meta, "key": key}
         _write_atomic(self.path(key, ".json"), json.dumps(meta).encode())
         return meta
@@ -131,20 +130,22 @@ class CaseStore:
         return np.load(self.path(key, suffix), mmap_mode="r" if mmap else None)
 
 
-def _npy_bytes(array: np.ndarray) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
-    return buf.getvalue()
+def write_array(path: Path, array: np.ndarray) -> None:
+    """One ``.npy`` file, atomically, written straight from the array (no copy in memory)."""
+    _write_atomic(path, lambda fh: np.save(fh, np.ascontiguousarray(array), allow_pickle=False))
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Temporary file and rename: a kill leaves the old file or none, never half of one."""
+def _write_atomic(path: Path, data: bytes | Callable[[Any], None]) -> None:
+    """Temporary file and rename: a kill leaves the old file or none, never half of one.
+    ``data`` is bytes, or a function writing to the open file (an array is not copied first)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
     try:
-        tmp.write_bytes(data)
+        with open(tmp, "wb") as fh:
+            if isinstance(data, bytes):
+                fh.write(data)
+            else:
+                data(fh)
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
@@ -296,6 +297,21 @@ class CachedImages:
         pick = np.linspace(0, len(self) - 1, min(n, len(self))).round().astype(int).tolist()
         x = self[pick]
         return float(x.mean()), float(x.std())
+
+
+class CachedArrays(Sequence):
+    """Cached arrays of any shapes as a read-only list of tensors, read when indexed."""
+
+    def __init__(self, store: CaseStore, keys: list[str]):
+        self.store, self.keys = store, keys
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        return torch.from_numpy(self.store.load(self.keys[index]))
 
 
 @dataclass

@@ -8,7 +8,7 @@ Only file paths are logged, never metadata, which may hold patient data.
 from __future__ import annotations
 
 import logging
-from typing import Literal, Mapping, Sequence
+from typing import Any, Callable, Iterator, Literal, Mapping, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -21,7 +21,9 @@ from medsight.io.read import read_image
 logger = logging.getLogger(__name__)
 
 Policy = Literal["fail", "skip"]
-IMAGE_KEYS = ("image", "mask")  # segmentation items carry a mask path too
+# segmentation items carry a mask path too; read first, so the compact mask is all that is
+# held while the image is read (a 512x512x300 CT is 315 MB per float32 copy)
+IMAGE_KEYS = ("mask", "image")
 DICOM_FORMATS = ("dicom", "dicom-series")
 PROGRESS_THRESHOLD = 50  # below this, reading is quick and a bar is only noise
 NOT_DEIDENTIFIED = "not de-identified (PatientIdentityRemoved != YES); run `medsight deid` first"
@@ -78,6 +80,35 @@ class LazyItems(Sequence):
                 if self.policy == "fail":
                     raise  # the skip policy reports the file when the cache is built
 
+    def map(self, fn: Callable[[Item], Any], workers: int = 0) -> Iterator[Any]:
+        """``fn(case)`` of each readable case, in order; with ``workers``, cases are read and
+        ``fn`` runs in that many processes, each holding one case at a time (``fn``'s result
+        should be small: it is sent back)."""
+        if not workers:
+            yield from map(fn, self)
+            return
+        loader = torch.utils.data.DataLoader(_Mapped(self, fn), batch_size=None, num_workers=workers,
+                                             collate_fn=lambda x: x)
+        for value, problem in loader:
+            if problem is not None and self.policy == "fail":
+                raise InputFileError(*problem)
+            if problem is None:
+                yield value
+
+
+class _Mapped(torch.utils.data.Dataset):
+    def __init__(self, items: LazyItems, fn: Callable[[Item], Any]):
+        self.items, self.fn = items, fn
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        try:
+            return self.fn(self.items[i]), None
+        except InputFileError as exc:  # re-raised in the main process, by policy
+            return None, (exc.path, exc.problem)
+
 
 def is_deidentified(meta: Mapping[str, object]) -> bool:
     """Whether an image may be used when de-identification is required.
@@ -102,13 +133,24 @@ def load_item(item: Item, require_deidentified: bool) -> Item:
         if require_deidentified and key == "image" and not is_deidentified(meta):
             source = str(meta.get("source", item.get("id", ""))) if is_tensor else value
             raise InputFileError(source, NOT_DEIDENTIFIED)
-        result[key] = image
+        result[key] = compact_mask(image) if key == "mask" and not is_tensor else image
+        del image  # a float32 mask is not held while the image is read
     if item.get("extra_images"):  # several images per case: stacked as channels on the first's grid
         result["image"] = _stack_case(result["image"], item, require_deidentified)
         del result["extra_images"]  # stacked now; loading the item again must not stack twice
     if item.get("mask") is not None:
         check_mask_matches(result["image"], result["mask"], item)
     return result
+
+
+def compact_mask(mask):
+    """A label map read from a file as uint8 (a quarter of float32), rounded as every
+    consumer rounds it; one with values outside 0..255 is left for the consumer to refuse."""
+    if mask.dtype == torch.uint8 or not mask.numel():
+        return mask
+    if float(mask.min()) < 0 or float(mask.max()) > 255:
+        return mask
+    return mask.round_().to(torch.uint8)
 
 
 def _stack_case(first, item: Item, require_deidentified: bool):

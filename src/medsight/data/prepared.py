@@ -246,16 +246,21 @@ class _SegmentationEntry(_ClassificationEntry):
         source = _checked_source(loaded, self.dims)
         out = _apply(self.preprocess, {"image": loaded.pop("image"), "mask": loaded.pop("mask")}, source)
         # a 512x512x300 CT is 315 MB per float32 copy, and the workers build cases side by side:
-        # the mask is rounded in place and each input is let go as soon as it is used
-        labels = _tensor(out.pop("mask"))[0]
-        mask = labels.float().round_().clamp_(0, 255).to(torch.uint8).numpy()
-        del labels
+        # each input is let go as soon as it is used
+        mask = label_map(out.pop("mask")).numpy()
         image = _numpy(out["image"])
         meta = {"source": source, "shape": list(image.shape), "spacing": list(spacing_of(out["image"])),
                 "mask_max": int(mask.max(initial=0))}
         arrays = {".npy": encode(image, self.store.encoding), ".mask.npy": mask,
                   ".loc.npy": sample_locations(mask, 0)}
         return self.store.put(item["_cache_key"], meta, arrays)
+
+
+def label_map(mask) -> torch.Tensor:
+    """``(*S)`` uint8 labels of a preprocessed ``(1, *S)`` mask: as it is when uint8 (as read,
+    see ``loading.compact_mask``), else rounded (a resampled mask may be float)."""
+    labels = _tensor(mask)[0]
+    return labels if labels.dtype == torch.uint8 else labels.float().round_().clamp_(0, 255).to(torch.uint8)
 
 
 def _tensor(x) -> torch.Tensor:
@@ -323,7 +328,7 @@ def prepare_cases(items: list[Item], preprocess: Compose, spatial_dims: int) -> 
         out = _apply(preprocess, {"image": item["image"], "mask": item["mask"]}, source)
         image = out["image"]
         images.append(_tensor(image).float())
-        masks.append(torch.as_tensor(out["mask"])[0].round().clamp(0, 255).to(torch.uint8))
+        masks.append(label_map(out["mask"]))
         spacings.append(spacing_of(image))
         ids.append(str(item.get("id", len(ids))))
         sources.append(source)

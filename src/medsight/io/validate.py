@@ -49,9 +49,10 @@ def checked_image(
         raise InputFileError(path, f"image has no channels (shape {tuple(array.shape)})")
     # Cast first: float64 values beyond float32's range only become inf here. Cast and C order in
     # one copy: NIfTI arrays come Fortran-ordered, and a CT volume is 315 MB per float32 copy.
+    integers = array.dtype.kind in "biu"  # always finite, also as float32: no check (and no mask of it)
     with np.errstate(over="ignore"):
         array = np.ascontiguousarray(array, dtype=np.float32)
-    if not np.isfinite(array).all():
+    if not integers and not np.isfinite(array).all():
         problem = "contains NaN values" if np.isnan(array).any() else "contains infinite values"
         raise InputFileError(path, problem)
     if spacing is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 from monai.transforms import MapTransform, NormalizeIntensityd, ScaleIntensityd, ScaleIntensityRanged
 
 from medsight.config import TransformConfig, WindowConfig
@@ -52,8 +53,10 @@ class PercentileScaled(MapTransform):
     MONAI's ``ScaleIntensityRangePercentilesd(b_min=0, b_max=1, clip=True, channel_wise=True)``.
 
     MONAI's chain of out-of-place operations holds three full-size copies at once; this holds
-    one (plus numpy's for the percentiles), which decides how many 512x512x300 CT volumes the
-    cache build's workers can preprocess side by side. The input is left untouched."""
+    one, which decides how many 512x512x300 CT volumes the cache build's workers can preprocess
+    side by side: the output buffer is first numpy's scratch space for the percentiles
+    (``overwrite_input``, the same numbers), then receives the scaled input. The input is left
+    untouched."""
 
     def __init__(self, keys, lower: float = 0.5, upper: float = 99.5):
         super().__init__(keys)
@@ -62,13 +65,15 @@ class PercentileScaled(MapTransform):
     def __call__(self, data):
         d = dict(data)
         for key in self.key_iterator(d):
-            out = d[key].clone().float()  # a MetaTensor stays one, with its affine and meta
-            for channel in out:
+            source = d[key]
+            out = source.clone().float()  # a MetaTensor stays one, with its affine and meta
+            plain = source.as_tensor() if hasattr(source, "as_tensor") else source
+            for c, channel in enumerate(out):
                 values = channel.as_tensor() if hasattr(channel, "as_tensor") else channel
-                lo, hi = np.percentile(values.numpy(), [self.lower, self.upper])
+                lo, hi = np.percentile(values.numpy(), [self.lower, self.upper], overwrite_input=True)
+                torch.sub(plain[c], float(lo), out=values)  # the scratch's values back, in order
                 if hi > lo:
-                    values.sub_(float(lo)).div_(float(hi - lo)).clamp_(0.0, 1.0)
-                else:  # a constant channel: MONAI's rule, minus a_min
-                    values.sub_(float(lo))
+                    values.div_(float(hi - lo)).clamp_(0.0, 1.0)
+                # else a constant channel: MONAI's rule, minus a_min
             d[key] = out
         return d
