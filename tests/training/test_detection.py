@@ -73,3 +73,28 @@ def test_detection_defaults_and_refusals(tmp_path):
         cfg = tiny_detection_config(root, epochs=1)
         cfg.detection.classes = ["square"]
         train_run(cfg, tmp_path / "r2")
+
+
+def test_detection_images_are_resized_once_into_the_cache_and_read_back(tmp_path, monkeypatch):
+    from medsight.training import detection
+    from medsight.transforms.boxes import resize_with_boxes
+
+    root = write_voc(tmp_path / "voc", {"train": 6, "val": 2, "test": 2}, size=48, per_image=2)
+    cfg = tiny_detection_config(root).model_copy(deep=True)
+    cfg.data.cache_dir = str(tmp_path / "cache")
+    items = voc_dataset(root, None, 0).split("train")
+    first = detection.prepare_boxes(items, 0.75, cfg)
+    for i, item in enumerate(items):  # what the detector reads: the resized uint8 pixels and boxes
+        image, boxes = resize_with_boxes(load_detection_image(item), torch.from_numpy(item.boxes), 0.75)
+        assert torch.equal(first.images[i], image.round().clamp(0, 255).to(torch.uint8))
+        assert torch.allclose(first.targets[i]["boxes"], boxes)
+        assert first.shapes[i] == (36, 36)
+    # a rerun (another seed, fold or resume) reads no image file: the cache has them
+    monkeypatch.setattr(detection, "load_detection_image", lambda item: pytest.fail(f"read {item.image}"))
+    again = detection.prepare_boxes(items, 0.75, cfg)
+    assert all(torch.equal(a, b) for a, b in zip(first.images, again.images))
+    # statistics summed image by image match those of all pixels at once
+    mean, std = detection.channel_stats(again.images)
+    flat = torch.cat([im.reshape(3, -1).float() for im in first.images], dim=1)
+    assert mean == pytest.approx(flat.mean(1).tolist(), rel=1e-5)
+    assert std == pytest.approx(flat.std(1).tolist(), rel=1e-4)

@@ -144,3 +144,25 @@ def test_a_wrong_shaped_mask_in_the_manifest_is_one_line_naming_it(manifest, tmp
     line = assert_user_error(result, bad)
     assert "shape" in line
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_the_fingerprint_of_files_is_read_in_workers_up_to_a_voxel_budget(tmp_path, monkeypatch):
+    from medsight.config import load_config
+    from medsight.data.loading import LazyItems
+    from medsight.data.registry import build_dataset
+    from medsight.planning.segmentation import fingerprint
+    from medsight.training import segmentation
+
+    manifest = write_nodule_manifest(tmp_path, {"train": nodule_cases("train", 12), "val": nodule_cases("val", 2)})
+    cfg = load_config(None, ["task=segmentation", f"data.path={manifest}", "data.dataset=manifest"])
+    items = build_dataset(cfg.data, 0).split("train")
+    names = ["background", "1"]
+    # read in workers (12 cases), in a shuffled order: the same fingerprint as one pass here
+    assert segmentation.FINGERPRINT_PARALLEL_FROM <= len(items)
+    parallel = segmentation.file_fingerprint(items, cfg, names, len(items))
+    assert parallel == fingerprint(LazyItems(items, cfg.data), names, len(items))
+    assert parallel["n_read"] == 12
+    # a set of large cases stops at the voxel budget: five 64x64 slices' worth here
+    monkeypatch.setattr(segmentation, "FINGERPRINT_VOXELS", 5 * 64 * 64)
+    capped = segmentation.file_fingerprint(items, cfg, names, len(items))
+    assert capped["n_read"] == 5 and capped["n_cases"] == 12

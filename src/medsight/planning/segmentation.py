@@ -47,25 +47,42 @@ def fingerprint(cases: Iterable[dict], class_names: Sequence[str], n_cases: int 
     """Spacings, shapes, foreground intensity statistics and class fractions of loaded cases
     (each ``{"image": MetaTensor (C, *S), "mask": MetaTensor (1, *S)}``), read once each:
     all of them, or a sample of a larger set of ``n_cases``."""
+    return combine_summaries((case_summary(case) for case in cases), class_names, n_cases)
+
+
+def case_summary(case: dict) -> dict[str, Any]:
+    """What the fingerprint keeps of one loaded case (small: reading workers send it back)."""
+    image, mask = case["image"], case["mask"]
+    # uint8 labels counted by torch.bincount, which takes them as they are: numpy's copies
+    # them to int64 first (5 GB for the mask of a 512x512x1000 CT)
+    labels = torch.as_tensor(np.asarray(mask[0])).to(torch.uint8).reshape(-1)
+    fg = torch.nonzero(labels).reshape(-1).numpy()
+    sample = None
+    if len(fg):
+        # evenly spaced foreground voxels: a sample that depends on the case alone, not on
+        # the order cases come in (a shared random stream would, and so would the plan)
+        pick = fg[np.linspace(0, len(fg) - 1, min(len(fg), INTENSITY_SAMPLES)).round().astype(np.int64)]
+        sample = np.asarray(image).reshape(image.shape[0], -1)[:, pick]
+    return {"spacing": list(spacing_of(image)), "shape": list(image.shape[1:]), "channels": int(image.shape[0]),
+            "modality": image.meta.get("modality") if hasattr(image, "meta") else None,
+            "counts": torch.bincount(labels).numpy(), "sample": sample}
+
+
+def combine_summaries(summaries: Iterable[dict], class_names: Sequence[str],
+                      n_cases: int | None = None) -> dict[str, Any]:
+    """The fingerprint of the cases whose ``case_summary`` values these are."""
     spacings, shapes, samples, counts = [], [], [], np.zeros(len(class_names))
     modality, n_channels = None, 1
-    for case in cases:
-        image, mask = case["image"], case["mask"]
-        n_channels = int(image.shape[0])
-        spacings.append(list(spacing_of(image)))
-        shapes.append(list(image.shape[1:]))
-        modality = modality or image.meta.get("modality")
-        # uint8 labels counted by torch.bincount, which takes them as they are: numpy's copies
-        # them to int64 first (5 GB for the mask of a 512x512x1000 CT)
-        labels = torch.as_tensor(np.asarray(mask[0])).to(torch.uint8).reshape(-1)
-        found = torch.bincount(labels, minlength=len(counts)).numpy()
-        counts = np.pad(counts, (0, len(found) - len(counts))) + found  # labels past the names too
-        fg = torch.nonzero(labels).reshape(-1).numpy()
-        if len(fg):
-            # evenly spaced foreground voxels: a sample that depends on the case alone, not on
-            # the order cases come in (a shared random stream would, and so would the plan)
-            pick = fg[np.linspace(0, len(fg) - 1, min(len(fg), INTENSITY_SAMPLES)).round().astype(np.int64)]
-            samples.append(np.asarray(image).reshape(image.shape[0], -1)[:, pick])
+    for summary in summaries:
+        n_channels = summary["channels"]
+        spacings.append(summary["spacing"])
+        shapes.append(summary["shape"])
+        modality = modality or summary["modality"]
+        found = summary["counts"]
+        counts = np.pad(counts, (0, max(0, len(found) - len(counts))))
+        counts[:len(found)] += found  # labels past the names too
+        if summary["sample"] is not None:
+            samples.append(summary["sample"])
     # sorted float64 values: the statistics are then exactly the same for any case order
     values = np.sort(np.concatenate(samples, axis=1).astype(np.float64), axis=1) if samples else np.zeros((1, 1))
     channels = [{"p00_5": float(np.percentile(v, 0.5)), "p50": float(np.median(v)),

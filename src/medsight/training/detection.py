@@ -21,6 +21,8 @@ from monai.losses import FocalLoss
 from torch import nn
 
 from medsight.config import RunConfig
+from medsight.data.cache import CachedArrays, CaseStore, build_entries
+from medsight.data.prepared import cache_root
 from medsight.data.voc import DetectionData, DetectionItem, load_detection_image, voc_dataset
 from medsight.errors import ConfigError
 from medsight.metrics.detection import detection_metrics
@@ -32,36 +34,69 @@ from medsight.transforms.boxes import BoxAugment, normalise, resize_with_boxes
 
 log = logging.getLogger(__name__)
 DEFAULT_DETECTOR = "retinanet-resnet18"
+STATS_IMAGES = 512  # images the normalisation statistics are taken over (evenly spaced)
+PREDICT_CHUNK = 64  # images normalised at a time for validation
 Target = dict[str, torch.Tensor]
 
 
 @dataclass
 class PreparedBoxes:
-    """One split held in memory: uint8 images ``(3, rows, cols)`` (resized) and their boxes."""
+    """One split, resized once: uint8 images ``(3, rows, cols)`` read from the on-disk cache
+    when indexed (``data/cache.py``; memory does not grow with the number of images), their
+    boxes in resized pixels and their shapes."""
 
-    images: list[torch.Tensor]
+    images: Sequence[torch.Tensor]
     targets: list[Target]  # boxes (N, 4) xyxy in resized pixels, labels (N,), difficult (N,)
     ids: list[str]
+    shapes: list[tuple[int, int]]
 
     def __len__(self) -> int:
         return len(self.images)
 
 
-def prepare_boxes(items: Sequence[DetectionItem], scale: float) -> PreparedBoxes:
-    """Read and resize every image of a split once."""
-    images, targets = [], []
-    for item in items:
-        image, boxes = resize_with_boxes(load_detection_image(item), torch.from_numpy(item.boxes), scale)
-        images.append(image.round().clamp(0, 255).to(torch.uint8))
-        targets.append({"boxes": boxes, "labels": torch.from_numpy(item.labels),
+class _ResizedEntry:
+    """Read, check and resize one image, then write its cache entry (runs in workers)."""
+
+    def __init__(self, store: CaseStore, scale: float):
+        self.store, self.scale = store, scale
+
+    def __call__(self, entry: dict) -> dict:
+        item: DetectionItem = entry["item"]
+        image = load_detection_image(item)
+        resized, _ = resize_with_boxes(image, torch.zeros(0, 4), self.scale)
+        pixels = resized.round().clamp(0, 255).to(torch.uint8).numpy()
+        meta = {"source": str(item.image), "shape": list(pixels.shape), "read_shape": list(image.shape[1:])}
+        return self.store.put(entry["_cache_key"], meta, {".npy": pixels})
+
+
+def prepare_boxes(items: Sequence[DetectionItem], scale: float, cfg: RunConfig, what: str = "preprocessing") -> PreparedBoxes:
+    """Read and resize every image of a split once, into the cache (in workers for a large
+    split); a rerun, another fold or seed finds them there."""
+    store = CaseStore(cache_root(cfg), {"task": "detection", "data": str(cfg.data.path), "scale": scale})
+    # the annotation is a file of the case too: a changed <size> is checked again
+    entries = [{"id": it.id, "image": str(it.image), "mask": str(it.annotation), "item": it} for it in items]
+    metas, _ = build_entries(entries, store, _ResizedEntry(store, scale), what=what)
+    targets = []
+    for item, meta in zip(items, metas):
+        (rows, cols), (new_rows, new_cols) = meta["read_shape"], meta["shape"][1:]
+        factors = torch.tensor([new_cols / cols, new_rows / rows] * 2, dtype=torch.float32)
+        targets.append({"boxes": torch.from_numpy(item.boxes).float() * factors, "labels": torch.from_numpy(item.labels),
                         "difficult": torch.from_numpy(item.difficult)})
-    return PreparedBoxes(images, targets, [i.id for i in items])
+    return PreparedBoxes(CachedArrays(store, [m["key"] for m in metas]), targets, [i.id for i in items],
+                         [tuple(m["shape"][1:]) for m in metas])
 
 
-def channel_stats(images: Sequence[torch.Tensor]) -> tuple[list[float], list[float]]:
-    """Per-channel mean and standard deviation over a set of images, for normalisation."""
-    flat = torch.cat([im.reshape(im.shape[0], -1).float() for im in images], dim=1)
-    return flat.mean(1).tolist(), flat.std(1).clamp(min=1e-3).tolist()
+def channel_stats(images: Sequence[torch.Tensor], limit: int = STATS_IMAGES) -> tuple[list[float], list[float]]:
+    """Per-channel mean and standard deviation over a set of images (evenly spaced ``limit``
+    of a larger set), for normalisation; summed image by image, never all held."""
+    pick = torch.linspace(0, len(images) - 1, min(limit, len(images))).round().long().unique().tolist()
+    total = sq = count = 0
+    for i in pick:
+        x = images[i].reshape(images[i].shape[0], -1).double()
+        total, sq, count = total + x.sum(1), sq + (x * x).sum(1), count + x.shape[1]
+    mean = total / count
+    var = ((sq - count * mean * mean) / max(count - 1, 1)).clamp(min=0)
+    return mean.tolist(), var.sqrt().clamp(min=1e-3).tolist()
 
 
 class DetectionTask:
@@ -115,8 +150,12 @@ class DetectionTask:
         return (cls_loss + box_loss) / max(1, matched)
 
     def predict(self, model: nn.Module, runtime: Runtime, split: PreparedBoxes) -> list[dict]:
-        images = [normalise(im, self.mean, self.std) for im in split.images]
-        return predict_boxes(model, self.anchors, images, runtime, self.selection, self.batch_size)
+        out = []
+        for start in range(0, len(split), PREDICT_CHUNK):  # a chunk of normalised images at a time
+            images = [normalise(split.images[i], self.mean, self.std)
+                      for i in range(start, min(start + PREDICT_CHUNK, len(split)))]
+            out += predict_boxes(model, self.anchors, images, runtime, self.selection, self.batch_size)
+        return out
 
     def validate(self, model: nn.Module, runtime: Runtime) -> dict[str, float]:
         metrics = detection_metrics(self.predict(model, runtime, self.val), self.val.targets, self.class_names,
@@ -149,7 +188,7 @@ def detection_config(cfg: RunConfig) -> RunConfig:
 def build_detection(cfg: RunConfig, data: DetectionData, runtime: Runtime) -> tuple[nn.Module, DetectionTask, dict]:
     """Model, task and plan for a detection run (images are read and resized here, once)."""
     d = cfg.detection
-    prepared = {s: prepare_boxes(data.split(s), d.scale) for s in ("train", "val")}
+    prepared = {s: prepare_boxes(data.split(s), d.scale, cfg, f"preprocessing {s}") for s in ("train", "val")}
     if not len(prepared["train"]) or not len(prepared["val"]):
         raise ConfigError(f"{cfg.data.path}: train and val splits must not be empty")
     mean, std = channel_stats(prepared["train"].images)
@@ -167,7 +206,7 @@ def build_detection(cfg: RunConfig, data: DetectionData, runtime: Runtime) -> tu
         "in_channels": 3,
         "spatial_dims": 2,
         "scale": d.scale,
-        "input_shape_median": _median_shape(prepared["train"].images),
+        "input_shape_median": _median_shape(prepared["train"].shapes),
         "normalise": {"mean": mean, "std": std},
         "anchors": anchors.describe(),
         "box_selection": asdict(selection),
@@ -196,6 +235,5 @@ def load_voc(cfg: RunConfig) -> DetectionData:
     return voc_dataset(cfg.data.path, cfg.detection.classes, cfg.train.seed, cfg.data.split_fractions)
 
 
-def _median_shape(images: Sequence[torch.Tensor]) -> list[int]:
-    shapes = torch.tensor([list(im.shape[1:]) for im in images], dtype=torch.float32)
-    return [int(v) for v in shapes.median(0).values.tolist()]
+def _median_shape(shapes: Sequence[tuple[int, int]]) -> list[int]:
+    return [int(v) for v in torch.tensor(shapes, dtype=torch.float32).median(0).values.tolist()]
