@@ -113,3 +113,13 @@ def test_a_run_starts_from_another_run_and_the_plan_records_it(tmp_path, caplog)
 
     run = load_run(second, prefer_onnx=False)  # inference builds the net as training did
     assert run.model.conv1.weight.shape[0] == 4
+
+
+def test_an_encoder_from_medsight_pretrain_fine_tunes_at_the_full_rate(tmp_path):
+    # self-supervised features are a start: a tenth of the rate froze them (BUSI, see the rule)
+    (tmp_path / "plan.json").write_text(json.dumps({"task": "pretrain"}))
+    ssl = plan_finetune(tiny_config(model={"pretrained": str(tmp_path)}), {"train.lr": 1e-3})
+    assert ssl["train.lr"] == 1e-3 and ssl["train.head_epochs"] == 1 and ssl["train.warmup_epochs"] == 2
+    (tmp_path / "plan.json").write_text(json.dumps({"task": "classification"}))  # a supervised run
+    assert plan_finetune(tiny_config(model={"pretrained": str(tmp_path)}), {"train.lr": 1e-3})["train.lr"] \
+        == pytest.approx(1e-4)
