@@ -32,6 +32,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from medsight.data.loading import Guarded
 from medsight.data.types import Item
 from medsight.errors import InputFileError, MedsightError
 
@@ -156,20 +157,6 @@ def _write_atomic(path: Path, data: bytes | Callable[[Any], None]) -> None:
 # ----------------------------------------------------------------------------- building
 
 
-class _Build(torch.utils.data.Dataset):
-    def __init__(self, items: list[Item], make: Callable[[Item], dict]):
-        self.items, self.make = items, make
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int):
-        try:
-            return i, self.make(self.items[i]), None
-        except InputFileError as exc:  # the bad-file policy is the caller's
-            return i, None, (exc.path, exc.problem)
-
-
 def build_entries(items: Sequence[Item], store: CaseStore, make: Callable[[Item], dict], *,
                   policy: str = "fail", progress: bool = True, workers: int | None = None,
                   what: str = "preprocessing") -> tuple[list[dict], list[tuple[str, str]]]:
@@ -189,13 +176,13 @@ def build_entries(items: Sequence[Item], store: CaseStore, make: Callable[[Item]
         n_workers = min(workers if workers is not None else (os.cpu_count() or 1), 4)
         n_workers = n_workers if len(missing) >= PARALLEL_FROM else 0
         todo = [{**items[i], "_cache_key": keys[i]} for i in missing]
-        loader = torch.utils.data.DataLoader(_Build(todo, make), batch_size=None, num_workers=n_workers,
+        loader = torch.utils.data.DataLoader(Guarded(todo, make), batch_size=None, num_workers=n_workers,
                                              collate_fn=lambda x: x, prefetch_factor=4 if n_workers else None)
         if len(missing) < len(items):
             log.info("cache: %d of %d cases to preprocess (%s)", len(missing), len(items), store.folder)
         with logging_redirect_tqdm():
             bar = tqdm(loader, total=len(todo), desc=what, unit="case", disable=not progress or len(todo) < 20)
-            for j, meta, problem in bar:
+            for j, (meta, problem) in enumerate(bar):  # in order: the DataLoader keeps it
                 if problem is not None:
                     if policy == "fail":
                         raise InputFileError(*problem)

@@ -87,7 +87,7 @@ class LazyItems(Sequence):
         if not workers:
             yield from map(fn, self)
             return
-        loader = torch.utils.data.DataLoader(_Mapped(self, fn), batch_size=None, num_workers=workers,
+        loader = torch.utils.data.DataLoader(Guarded(self, fn), batch_size=None, num_workers=workers,
                                              collate_fn=lambda x: x)
         for value, problem in loader:
             if problem is not None and self.policy == "fail":
@@ -96,8 +96,11 @@ class LazyItems(Sequence):
                 yield value
 
 
-class _Mapped(torch.utils.data.Dataset):
-    def __init__(self, items: LazyItems, fn: Callable[[Item], Any]):
+class Guarded(torch.utils.data.Dataset):
+    """``fn(items[i])`` as ``(value, None)``, or ``(None, (path, problem))`` for a bad file, for
+    DataLoader workers: the bad-file policy is the main process's."""
+
+    def __init__(self, items: Sequence, fn: Callable[[Any], Any]):
         self.items, self.fn = items, fn
 
     def __len__(self) -> int:
@@ -106,7 +109,7 @@ class _Mapped(torch.utils.data.Dataset):
     def __getitem__(self, i: int):
         try:
             return self.fn(self.items[i]), None
-        except InputFileError as exc:  # re-raised in the main process, by policy
+        except InputFileError as exc:
             return None, (exc.path, exc.problem)
 
 
