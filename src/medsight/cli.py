@@ -119,7 +119,7 @@ def evaluate(
     target_sensitivity: Optional[float] = typer.Option(None, help="Choose the decision threshold on the val split for this sensitivity (binary tasks)."),
     threshold: Optional[float] = typer.Option(None, help="Decision threshold for the positive class (default 0.5)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Where metrics.json and report.html go (default: the run folder)."),
-    tta: bool = typer.Option(False, "--tta", help="Test-time augmentation: average over flips (and 2D rotations)."),
+    tta: bool = typer.Option(False, "--tta", help="Test-time augmentation: average over flips (and 2D rotations; segmentation: mirroring, which 2D runs plan anyway)."),
 ) -> None:
     """Measure a trained model: metrics with 95% CIs, calibration, referral curve, HTML report.
 

@@ -209,7 +209,8 @@ class SegmentationConfig(_Strict):
     iterations_per_epoch: Optional[int] = Field(None, ge=1)
     deep_supervision: bool = True  # DynUNet only
     sw_overlap: float = Field(0.5, ge=0, lt=1)  # sliding-window inference
-    mirror_tta: bool = False  # average over flips along every spatial axis at inference
+    # average over flips along every spatial axis at inference; None: planned (2D on, 3D off)
+    mirror_tta: Optional[bool] = None
     lesions: LesionConfig = LesionConfig()
 
 

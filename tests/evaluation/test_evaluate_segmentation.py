@@ -61,6 +61,17 @@ def test_dice_and_its_ci_lie_above_an_all_background_prediction(evaluated):
     assert (out / "report.html").is_file() and "FROC" in (out / "report.html").read_text()
 
 
+def test_a_2d_run_evaluates_with_its_planned_mirroring_and_can_be_evaluated_without(segmentation_run, evaluated,
+                                                                                   tmp_path):
+    from medsight.evaluation.evaluate_segmentation import evaluate_segmentation
+
+    _, _, mirrored = evaluated
+    assert mirrored["mirror_tta"] is True  # planned for 2D
+    plain = evaluate_segmentation(segmentation_run, "test", out_dir=tmp_path, mirror=False)
+    assert plain["mirror_tta"] is False
+    assert plain["dice"]["nodule"]["mean"] != mirrored["dice"]["nodule"]["mean"]  # other probabilities
+
+
 def test_froc_counts_the_reference_nodules_and_scores_the_lesions(evaluated):
     _, stdout, metrics = evaluated
     froc = metrics["froc"]

@@ -166,6 +166,16 @@ def test_a_window_preset_in_the_config_is_not_overridden():
     assert applied.transforms.window.level is None and "transforms.window.level" not in planned
 
 
+def test_mirror_tta_is_planned_in_2d_only_and_a_config_setting_wins():
+    fp2, fp3 = _fp([64.0, 64.0], [0.55, 0.55]), _fp([35.0, 50.0, 36.0], [1.0, 1.0, 1.0])
+    two_d = seg_config(model={"name": "dynunet", "spatial_dims": 2})
+    assert apply_plan(two_d, plan_segmentation(fp2, two_d)).segmentation.mirror_tta is True
+    assert apply_plan(seg_config(), plan_segmentation(fp3, seg_config())).segmentation.mirror_tta is False
+    off = seg_config(model={"name": "dynunet", "spatial_dims": 2}, segmentation={"mirror_tta": False})
+    assert "segmentation.mirror_tta" not in open_keys(off, plan_segmentation(fp2, off))
+    assert apply_plan(off, plan_segmentation(fp2, off)).segmentation.mirror_tta is False
+
+
 def test_config_keys_win_over_the_plan():
     cfg = seg_config(segmentation={"patch_size": [32, 32, 32]}, train={"batch_size": 3},
                      transforms={"intensity": "zscore", "spacing": [2.0, 2.0, 2.0]},

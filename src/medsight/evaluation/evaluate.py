@@ -38,15 +38,20 @@ log = logging.getLogger(__name__)
 def evaluate_run(run: Path, split: str = "test", data: Path | None = None,
                  target_sensitivity: float | None = None, threshold: float | None = None,
                  out_dir: Path | None = None, tta: bool = False, save_decision: bool = True) -> dict:
-    """Evaluate a run on a split; ``tta`` averages the calibrated softmax over test-time views.
+    """Evaluate a run on a split; ``tta`` averages the calibrated softmax over test-time views
+    (segmentation: the probabilities over mirrored views, whatever the run's ``mirror_tta``).
 
     A threshold chosen for ``target_sensitivity`` is saved as the run's ``decision.json``
     unless ``save_decision`` is False."""
     kind = run_task(run)
     require_command(kind, "evaluate", run)
     if kind is not CLASSIFICATION:
-        if target_sensitivity is not None or threshold is not None or tta:
-            raise ConfigError("--target-sensitivity, --threshold and --tta apply to classification runs")
+        if target_sensitivity is not None or threshold is not None:
+            raise ConfigError("--target-sensitivity and --threshold apply to classification runs")
+        if kind is SEGMENTATION:  # tta: mirroring; without --tta, the run's own setting
+            return _other_tasks()[kind.name](run, split, data, out_dir, mirror=True if tta else None)
+        if tta:
+            raise ConfigError(f"--tta applies to classification and segmentation runs, not {kind.name}")
         return _other_tasks()[kind.name](run, split, data, out_dir)
     return _evaluate_classification(run, split, data, target_sensitivity, threshold, out_dir, tta, save_decision)
 

@@ -81,6 +81,7 @@ def evaluate_segmentation(run: Path, split: str = "test", data: Path | None = No
                "data": str(data or cfg.data.path or cfg.data.dataset), "model": cfg.model.name,
                "dice": dice, "mean_dice": summary["mean_dice"], "summary": summary,
                "froc": lesion_result, "lesion_rule": lesion_cfg.model_dump(),
+               "mirror_tta": bool(cfg.segmentation.mirror_tta) if mirror is None else mirror,
                "skipped_files": len(skipped) + len(dataset.skipped)}
     out = Path(out_dir) if out_dir is not None else Path(run)
     write_json(out / METRICS_FILE, metrics)

@@ -58,7 +58,7 @@ def segment_image(run: LoadedRun, image: MetaTensor, mirror: bool | None = None,
     pre = run.preprocess()
     x = pre({"image": image})["image"]
     seg = run.cfg.segmentation
-    mirror = seg.mirror_tta if mirror is None else mirror
+    mirror = bool(seg.mirror_tta) if mirror is None else mirror
     probs = sliding_probabilities(run.model, torch.as_tensor(x.as_tensor()), tuple(seg.patch_size), run.runtime,
                                   int(run.cfg.train.batch_size), seg.sw_overlap, mirror, deadline)
     meta, operations = x.meta, x.applied_operations
