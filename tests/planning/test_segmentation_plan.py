@@ -4,6 +4,7 @@ and never overriding what the config sets."""
 from __future__ import annotations
 
 import copy
+import math
 
 import numpy as np
 import pytest
@@ -174,6 +175,14 @@ def test_mirror_tta_is_planned_in_2d_only_and_a_config_setting_wins():
     off = seg_config(model={"name": "dynunet", "spatial_dims": 2}, segmentation={"mirror_tta": False})
     assert "segmentation.mirror_tta" not in open_keys(off, plan_segmentation(fp2, off))
     assert apply_plan(off, plan_segmentation(fp2, off)).segmentation.mirror_tta is False
+
+
+def test_only_a_large_top_level_is_recomputed_in_the_backward_pass():
+    ct = plan_segmentation(_fp([512.0, 512.0, 300.0], [0.7, 0.7, 1.5], modality="CT"), seg_config())
+    assert ct["train.batch_size"] * math.prod(ct["segmentation.patch_size"]) * 16 > 16e6
+    assert ct["model.options.recompute_top"] is True
+    small = plan_segmentation(_fp([35.0, 50.0, 36.0], [1.0, 1.0, 1.0]), seg_config())
+    assert small["model.options.recompute_top"] is False
 
 
 def test_config_keys_win_over_the_plan():

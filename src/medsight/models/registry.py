@@ -9,6 +9,7 @@ from torch import nn
 
 from medsight.errors import ConfigError
 from medsight.models import backbones
+from medsight.models.recompute import recompute_in_backward
 
 
 @dataclass(frozen=True)
@@ -66,11 +67,16 @@ def _dynunet(in_channels, num_classes, spatial_dims, **options):
     strides = options.pop("strides", [[1] * spatial_dims] + [[2] * spatial_dims] * 4)
     kernels = options.pop("kernel_size", [[3] * spatial_dims] * len(strides))
     supervision = options.pop("deep_supervision", False)
-    return DynUNet(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=num_classes,
-                   kernel_size=kernels, strides=strides, upsample_kernel_size=strides[1:],
-                   norm_name=options.pop("norm_name", "instance"), deep_supervision=supervision,
-                   deep_supr_num=options.pop("deep_supr_num", max(1, min(2, len(strides) - 2))),
-                   res_block=options.pop("res_block", True), **options)
+    recompute_top = options.pop("recompute_top", False)  # see models/recompute.py
+    net = DynUNet(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=num_classes,
+                  kernel_size=kernels, strides=strides, upsample_kernel_size=strides[1:],
+                  norm_name=options.pop("norm_name", "instance"), deep_supervision=supervision,
+                  deep_supr_num=options.pop("deep_supr_num", max(1, min(2, len(strides) - 2))),
+                  res_block=options.pop("res_block", True), **options)
+    if recompute_top:  # the full-resolution encoder and decoder blocks
+        recompute_in_backward(net.input_block)
+        recompute_in_backward(net.upsamples[-1])
+    return net
 
 
 MODELS: dict[str, ModelSpec] = {

@@ -39,6 +39,11 @@ MIN_SIDE_2D = 128
 DEFAULT_MINUTES = 15.0
 MIN_FEATURE = 4  # deepest feature map, voxels per axis (nnU-Net)
 MAX_POOLS = 5
+# Above this many top-level activation values per step (batch x patch voxels x top filters),
+# the top encoder and decoder blocks are recomputed in the backward pass instead of kept
+# (models/recompute.py): a 512x512x300 CT's plan has 37M, and its training step's peak memory
+# falls by ~250 MB (to ~2.6 GB) for ~10% more time per step; hippocampus and BUSI have 2M or less.
+RECOMPUTE_FROM = 16e6
 ANISOTROPY = 3.0  # spacing ratio beyond which the coarse axis is treated as such
 INTENSITY_SAMPLES = 10_000  # foreground voxels per case for the intensity statistics
 
@@ -149,9 +154,12 @@ def plan_segmentation(fp: dict[str, Any], cfg: RunConfig, on_cpu: bool = True) -
         planned["transforms.window.level"] = round((ch["p00_5"] + ch["p99_5"]) / 2, 2)
         planned["transforms.window.width"] = round(max(ch["p99_5"] - ch["p00_5"], 1.0), 2)
     if cfg.model.name in (None, "dynunet"):
+        top_filters = (cfg.model.options or {}).get("filters", filters)[0]
+        top = top_filters * (cfg.train.batch_size or batch) * math.prod(patch)  # values per step
         planned.update({"model.options.strides": strides, "model.options.kernel_size": kernels,
                         "model.options.filters": filters,
-                        "model.options.deep_supervision": cfg.segmentation.deep_supervision})
+                        "model.options.deep_supervision": cfg.segmentation.deep_supervision,
+                        "model.options.recompute_top": top > RECOMPUTE_FROM})
     planned.update(plan_finetune(cfg, planned))  # model.pretrained: a gentler start
     return planned
 
