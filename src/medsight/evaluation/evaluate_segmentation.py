@@ -36,6 +36,7 @@ def evaluate_segmentation(run: Path, split: str = "test", data: Path | None = No
                           out_dir: Path | None = None, mirror: bool | None = None) -> dict:
     loaded = load_run(run)
     cfg = loaded.cfg.model_copy(deep=True)
+    mirror = bool(cfg.segmentation.mirror_tta) if mirror is None else mirror  # None: the run's own
     if data is not None:
         cfg.data = cfg.data.model_copy(update={"dataset": dataset_kind(Path(data)), "path": Path(data)})
     dataset = build_dataset(cfg.data, cfg.train.seed, unsplit=split if data is not None else None)
@@ -81,7 +82,7 @@ def evaluate_segmentation(run: Path, split: str = "test", data: Path | None = No
                "data": str(data or cfg.data.path or cfg.data.dataset), "model": cfg.model.name,
                "dice": dice, "mean_dice": summary["mean_dice"], "summary": summary,
                "froc": lesion_result, "lesion_rule": lesion_cfg.model_dump(),
-               "mirror_tta": bool(cfg.segmentation.mirror_tta) if mirror is None else mirror,
+               "mirror_tta": mirror,
                "skipped_files": len(skipped) + len(dataset.skipped)}
     out = Path(out_dir) if out_dir is not None else Path(run)
     write_json(out / METRICS_FILE, metrics)

@@ -82,7 +82,7 @@ def load_pretrained(model: nn.Module, source: str | Path, min_fit: float = MIN_F
     """Copy the tensors of ``source`` that fit into ``model`` (in place); see the module doc."""
     path = weights_file(Path(source))
     state = read_state_dict(path)
-    report = LoadReport(str(source), str(path), file_sha256(path), source_task=run_task(Path(source)))
+    report = LoadReport(str(source), str(path), file_sha256(path), source_task=source_task(Path(source)))
     match_into(model, state, report, min_fit)
     log.info(report.summary())
     return report
@@ -256,7 +256,7 @@ def _misfit(model: nn.Module, state, target, new, mismatch, fit: float) -> str:
             f"the model {next(iter(target))!r})")
 
 
-def run_task(source: Path) -> str | None:
+def source_task(source: Path) -> str | None:
     """The task in a medsight run folder's plan (``pretrain`` for an encoder), else None."""
     plan = source / "plan.json"
     if not (source.is_dir() and plan.is_file()):

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from medsight.config import RunConfig
-from medsight.models.pretrained import run_task
+from medsight.models.pretrained import source_task
 
 LR_FACTOR = 0.1
 HEAD_EPOCHS = 1
@@ -43,7 +43,7 @@ def plan_finetune(cfg: RunConfig, planned: Mapping[str, Any]) -> dict[str, Any]:
     name = str(cfg.model.name or planned.get("model.name") or "")
     lr = float(planned.get("train.lr") or FROM_SCRATCH_LR)
     new_weights_only = mode in ("linear", "lora")
-    self_supervised = run_task(Path(cfg.model.pretrained)) == "pretrain"
+    self_supervised = source_task(Path(cfg.model.pretrained)) == "pretrain"
     return {
         "train.finetune": mode,
         "train.lr": lr if new_weights_only or self_supervised else round(lr * LR_FACTOR, 8),
