@@ -128,8 +128,11 @@ class ModelConfig(_Strict):
 class EarlyStoppingConfig(_Strict):
     patience: int = Field(0, ge=0)  # 0 disables early stopping
     min_delta: float = 0.0
-    # keep the latest epoch within one standard error of the best (training/early_stopping.py)
-    within_se: bool = True
+    # best.pt: the best epoch of the monitored metric's moving average, this weight on the newest
+    # epoch (1: the raw metric's best); within_se also keeps later epochs within one standard
+    # error of it, the rule before the average (training/early_stopping.py)
+    smoothing: float = Field(0.3, gt=0, le=1)
+    within_se: bool = False
 
 
 class TrainConfig(_Strict):

@@ -24,7 +24,8 @@ def auc_standard_error(y: np.ndarray, probs: np.ndarray) -> float:
     taking the one-vs-rest AUCs as independent. NaN with one class.
 
     On a small validation split it is large (about 0.02 for an AUC of 0.95 on 21 against 57
-    cases), which is why checkpoint choice reads it (``training/early_stopping.py``)."""
+    cases), larger than the epoch-to-epoch change late in training, which is why checkpoint
+    choice smooths the curve (``training/early_stopping.py``)."""
     y = np.asarray(y)
     if len(np.unique(y)) < 2:
         return float("nan")

@@ -171,7 +171,7 @@ class ClassificationTask:
         probs = torch.softmax(logits, 1).numpy()
         correct = probs.argmax(1) == labels.numpy()
         per_case = F.cross_entropy(logits, labels, reduction="none").numpy()
-        # standard errors: checkpoint choice does not chase noise (early_stopping.py)
+        # standard errors: how far apart two epochs must be to differ (early_stopping.within_se)
         return {
             "val_loss": float(F.cross_entropy(logits, labels, weight=self.class_weights)),
             "val_loss_se": float(per_case.std(ddof=1) / np.sqrt(len(per_case))) if len(per_case) > 1 else 0.0,

@@ -9,7 +9,6 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import LogLocator, MaxNLocator
 
-from medsight.training.early_stopping import EarlyStopping
 from medsight.utils.figures import message_figure, styled, to_png
 
 
@@ -17,8 +16,8 @@ from medsight.utils.figures import message_figure, styled, to_png
 def plot_training_curves(history: Sequence[Mapping[str, Any]], monitor: str = "val_loss") -> bytes:
     """Losses, validation metrics (``val_*``) and learning rate per epoch; missing keys are gaps.
 
-    A dotted line marks the epoch of ``monitor`` training kept as ``best.pt`` (its best, or the
-    latest within one standard error of it: ``early_stopping.py``).
+    A dotted line marks the epoch training kept as ``best.pt``: the last row logged as ``kept``
+    (``early_stopping.py``); in a log from before that flag, the best ``monitor`` value.
     """
     rows = [r for r in history if isinstance(r, Mapping)]
     keys = [k for k in dict.fromkeys(k for r in rows for k in r) if _has_numbers(rows, k)]  # first-seen order
@@ -58,7 +57,7 @@ def plot_training_curves(history: Sequence[Mapping[str, Any]], monitor: str = "v
                 ax.axvline(best, ls=":", lw=1, color="0.45")
             # Label on the side of the line with more room so it stays inside the axes.
             left = best > (epochs.min() + epochs.max()) / 2
-            axes[0].annotate(f"best {monitor.replace('_', ' ')} (epoch {best:g})", (best, 1.0), xycoords=("data", "axes fraction"),
+            axes[0].annotate(f"kept as best.pt (epoch {best:g})", (best, 1.0), xycoords=("data", "axes fraction"),
                              xytext=(-4 if left else 4, -12), textcoords="offset points",
                              ha="right" if left else "left", fontsize=8, color="0.35")
     axes[0].set_title("Training curves")
@@ -69,12 +68,11 @@ def plot_training_curves(history: Sequence[Mapping[str, Any]], monitor: str = "v
 
 
 def _kept_index(rows: Sequence[Mapping[str, Any]], monitor: str) -> int:
-    stopper = EarlyStopping(monitor)
-    kept = 0
-    for i, row in enumerate(rows):
-        if stopper.update(i + 1, {k: _number(row.get(k)) for k in (monitor, f"{monitor}_se")}):
-            kept = i
-    return kept
+    flagged = [i for i, row in enumerate(rows) if row.get("kept") is True]
+    if flagged:
+        return flagged[-1]
+    values = np.array([_number(row.get(monitor)) for row in rows])
+    return int(np.nanargmin(values) if monitor.endswith("loss") else np.nanargmax(values))
 
 
 def _number(value: Any) -> float:

@@ -80,8 +80,8 @@ class Trainer:
         self._seconds_before = self._seconds = 0.0  # training time of earlier processes (resume)
         self.optimizer = make_optimizer(self.model, cfg)
         self.scheduler = make_scheduler(self.optimizer, cfg, lambda: self.epochs)
-        self.stopper = EarlyStopping(cfg.monitor, cfg.early_stopping.patience, cfg.early_stopping.min_delta,
-                                     cfg.early_stopping.within_se)
+        stop = cfg.early_stopping
+        self.stopper = EarlyStopping(cfg.monitor, stop.patience, stop.min_delta, stop.smoothing, stop.within_se)
         self.history: list[dict] = []
         self.callbacks = list(callbacks)
 
@@ -104,6 +104,7 @@ class Trainer:
             self._seconds = time.perf_counter() - t_start
             self.scheduler.step()
             keep = self.stopper.update(epoch, row)
+            row["kept"] = keep  # in best.pt (the training curves mark the last such epoch)
             self.history.append(row)
             self._checkpoint(epoch, keep)
             log.info("epoch %d/%d %s%s", epoch, self.epochs, _fmt(row), " (kept)" if keep else "")
@@ -215,7 +216,7 @@ def to_device(targets, device: torch.device):
 
 
 def _fmt(row: dict) -> str:
-    skip = {"epoch", "seconds", "train_images_per_second"}
+    skip = {"epoch", "seconds", "train_images_per_second", "kept"}
     parts = []
     for k, v in row.items():
         if k in skip or v is None or k.endswith("_se"):
