@@ -85,10 +85,6 @@ def _first_max(values: list[float]) -> int:
     return int(np.nanargmax(np.asarray(values, dtype=float)))
 
 
-def rule_max(rows: list[dict]) -> int:
-    return _first_max([r["val_auc"] for r in rows])
-
-
 def stopper_rule(**options):
     """The trainer's own rule (training/early_stopping.py), with these options."""
     def rule(rows: list[dict]) -> int:
@@ -114,17 +110,6 @@ def trailing_mean(width: int):
     return rule
 
 
-def ema(alpha: float):
-    def rule(rows: list[dict]) -> int:
-        smooth, out = None, []
-        for r in rows:
-            smooth = r["val_auc"] if smooth is None else alpha * r["val_auc"] + (1 - alpha) * smooth
-            out.append(smooth)
-        return _first_max(out)
-    rule.__name__ = f"ema{alpha:g}"
-    return rule
-
-
 def rule_min_loss(rows: list[dict]) -> int:
     return int(np.nanargmin(np.asarray([r["val_loss"] for r in rows], dtype=float)))
 
@@ -133,8 +118,9 @@ def rule_oracle(rows: list[dict]) -> int:
     return _first_max([r["test_auc"] for r in rows])
 
 
-RULES = {"medsight": stopper_rule(), "max": rule_max, "1se": stopper_rule(smoothing=1.0, within_se=True), "last": rule_last, "mean3": trailing_mean(3),
-         "mean5": trailing_mean(5), "ema0.5": ema(0.5), "min-loss": rule_min_loss,
+RULES = {"medsight": stopper_rule(), "max": stopper_rule(smoothing=1.0),
+         "1se": stopper_rule(smoothing=1.0, within_se=True), "last": rule_last, "mean3": trailing_mean(3),
+         "mean5": trailing_mean(5), "ema0.5": stopper_rule(smoothing=0.5), "min-loss": rule_min_loss,
          "oracle": rule_oracle}
 
 
