@@ -103,8 +103,9 @@ def bootstrap_mean(values: np.ndarray, n: int = 1000, seed: int = 0) -> list[flo
     return [round(float(np.percentile(means, 2.5)), 4), round(float(np.percentile(means, 97.5)), 4)]
 
 
-def lesion_figures(run: Path, labels: dict[str, str]) -> dict:
-    """Dice and HD95 of the lesion class on the test images with a lesion (cases_test.csv)."""
+def lesion_cases(run: Path, labels: dict[str, str]) -> tuple[list[dict], list[dict], str]:
+    """The rows of cases_test.csv: all of them, those with a lesion (benign, malignant), and
+    the lesion class's name."""
     metrics = json.loads((run / "metrics.json").read_text())
     lesion = metrics["class_names"][1]
     with open(run / "cases_test.csv", newline="") as fh:
@@ -112,9 +113,15 @@ def lesion_figures(run: Path, labels: dict[str, str]) -> dict:
     unmatched = [r["case"] for r in rows if r["case"] not in labels]
     if unmatched:
         raise RuntimeError(f"cases_test.csv: {len(unmatched)} cases not in the manifest, e.g. {unmatched[0]}")
-    kept = [r for r in rows if labels[r["case"]] in ("benign", "malignant")]
+    return rows, [r for r in rows if labels[r["case"]] in ("benign", "malignant")], lesion
+
+
+def lesion_figures(run: Path, labels: dict[str, str]) -> dict:
+    """Dice and HD95 of the lesion class on the test images with a lesion (cases_test.csv)."""
+    rows, kept, lesion = lesion_cases(run, labels)
     dice = np.array([float(r[f"{lesion}_dice"]) for r in kept])
     hd = np.array([float(r[f"{lesion}_hd95_mm"]) for r in kept if r[f"{lesion}_hd95_mm"] != ""])
+    metrics = json.loads((run / "metrics.json").read_text())
     per_class = metrics["summary"]["per_class"][lesion]
     return {
         "dice": round(float(dice.mean()), 4), "dice_ci": bootstrap_mean(dice),

@@ -157,6 +157,32 @@ def test_label_efficiency_skips_without_its_data(tmp_path):
     assert proc.returncode == 0 and proc.stdout.count("skipping") == 2
 
 
+def test_segmentation_label_efficiency_summary_ci_and_verdicts():
+    les = _bench("label_efficiency_seg")
+    run = {"train_images": 54, "minutes": 1, "train_seconds": 1.0, "epochs": 3, "loaded_weights": 0.57,
+           "model": "flexunet", "patch": [160, 192], "spacing": [3.0, 3.0], "missed_lesions": 1}
+    cases = ["a", "b", "c", "d"]
+    one = {**run, "dice": 0.5, "hd95_mm": 10.0, "test": {"case": cases, "dice": [1.0, 1.0, 0.0, 0.0]}}
+    other = {**run, "dice": 0.5, "hd95_mm": 20.0, "test": {"case": cases, "dice": [0.0, 0.0, 1.0, 1.0]}}
+    row = les.summarise(0.1, "scratch", [0, 1], [one, other])
+    # the seed mean is 0.5 on every image, so every bootstrap draw is 0.5
+    assert row["dice"] == 0.5 and row["dice_ci"] == [0.5, 0.5] and row["hd95"] == 15.0 and row["dice_sd"] == 0
+    assert les.summarise(0.1, "pretrained", [0], [one])["dice_ci"] != [0.5, 0.5]
+    with pytest.raises(RuntimeError, match="different cases"):
+        les.summarise(0.1, "scratch", [0, 1], [one, {**other, "test": {"case": cases[::-1], "dice": [0] * 4}}])
+    rows = [{"fraction": f, "init": i, "dice": d} for f, i, d in
+            ((0.1, "pretrained", 0.60), (0.1, "scratch", 0.50), (0.1, "planned", 0.9),
+             (1.0, "pretrained", 0.70), (1.0, "scratch", 0.72))]
+    assert [(v["fraction"], v["met"]) for v in les.verdicts(rows)] == [(0.1, True), (1.0, False)]
+    assert [v["fraction"] for v in les.verdicts([r for r in rows if r["fraction"] == 1.0])] == [1.0]
+
+
+def test_segmentation_label_efficiency_skips_without_busi(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "label_efficiency_seg.py"), "--data",
+                           str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "skipping" in proc.stdout
+
+
 def test_guard_bench_leaves_the_trained_set_out_and_ranks_foreign_high(tmp_path, monkeypatch):
     guard = _bench("guard")
     monkeypatch.setattr(guard, "DATA", tmp_path)

@@ -68,3 +68,19 @@ def test_plots_validate_inputs():
 )
 def test_training_curves_tolerate_missing_keys(history):
     assert_png(plot_training_curves(history))
+
+
+def test_training_curves_draw_the_monitors_moving_average_beside_it(monkeypatch):
+    import medsight.training.curves as curves
+
+    figures = []
+    monkeypatch.setattr(curves, "to_png", lambda fig: figures.append(fig) or b"")
+    history = [{"epoch": e, "train_loss": 1 / e, "val_auc": v, "val_auc_trend": t, "kept": k}
+               for e, v, t, k in ((1, 0.6, 0.6, True), (2, 0.9, 0.69, True), (3, 0.7, 0.693, True))]
+    curves.plot_training_curves(history, "val_auc")
+    labels = {ax.get_ylabel(): [ln.get_label() for ln in ax.get_lines()] for ax in figures[0].axes}
+    metric = labels["Validation metric"]
+    assert "val auc" in metric and any("moving average" in label for label in metric)
+    assert not any("trend" in label for labels_ in labels.values() for label in labels_)  # not a metric of its own
+    trend = next(ln for ln in figures[0].axes[1].get_lines() if "moving average" in ln.get_label())
+    assert list(trend.get_ydata()) == [0.6, 0.69, 0.693]

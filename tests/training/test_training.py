@@ -86,6 +86,7 @@ def test_early_stopping_stops_and_best_checkpoint_is_the_kept_epoch(tmp_path):
         smoothed.append(0.3 * h["val_auc"] + 0.7 * smoothed[-1])
     assert best["epoch"] == int(np.argmax(smoothed)) + 1
     assert [h["epoch"] for h in history if h["kept"]][-1] == best["epoch"]
+    assert np.allclose([h["val_auc_trend"] for h in history], smoothed)  # logged, and plotted
 
 
 def test_balanced_class_weights_upweight_the_rare_class():

@@ -9,6 +9,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import LogLocator, MaxNLocator
 
+from medsight.training.early_stopping import TREND
 from medsight.utils.figures import message_figure, styled, to_png
 
 
@@ -17,10 +18,13 @@ def plot_training_curves(history: Sequence[Mapping[str, Any]], monitor: str = "v
     """Losses, validation metrics (``val_*``) and learning rate per epoch; missing keys are gaps.
 
     A dotted line marks the epoch training kept as ``best.pt``: the last row logged as ``kept``
-    (``early_stopping.py``); in a log from before that flag, the best ``monitor`` value.
+    (``early_stopping.py``); in a log from before that flag, the best ``monitor`` value. The
+    monitor's moving average, which that choice is made on, is drawn dashed beside it.
     """
     rows = [r for r in history if isinstance(r, Mapping)]
-    keys = [k for k in dict.fromkeys(k for r in rows for k in r) if _has_numbers(rows, k)]  # first-seen order
+    trend = f"{monitor}{TREND}"
+    keys = [k for k in dict.fromkeys(k for r in rows for k in r)
+            if _has_numbers(rows, k) and not k.endswith(TREND)]  # first-seen order
     losses = [k for k in keys if k == "loss" or k.endswith("_loss")]
     metrics = [k for k in keys if k.startswith("val_") and k not in losses and not k.endswith("_se")]
     # (keys, relative height, y label); the learning-rate panel is deliberately small.
@@ -40,8 +44,13 @@ def plot_training_curves(history: Sequence[Mapping[str, Any]], monitor: str = "v
         for key in panel_keys:
             values = np.array([_number(r.get(key)) for r in rows])
             ok = np.isfinite(values)  # plot only recorded epochs so sparse metrics still form lines
-            ax.plot(epochs[ok], values[ok], "o-" if ok.sum() <= 30 else "-", ms=3, lw=1.6,
-                    label=key.replace("_", " "))
+            line, = ax.plot(epochs[ok], values[ok], "o-" if ok.sum() <= 30 else "-", ms=3, lw=1.6,
+                            label=key.replace("_", " "))
+            if key == monitor and _has_numbers(rows, trend):
+                smooth = np.array([_number(r.get(trend)) for r in rows])
+                fine = np.isfinite(smooth)
+                ax.plot(epochs[fine], smooth[fine], "--", lw=1.2, color=line.get_color(), alpha=0.8,
+                        label=f"{key.replace('_', ' ')}, moving average (picks best.pt)")
             if key == "lr" and values[ok].min() > 0:
                 ax.set_yscale("log")
                 # Ticks at 1, 2 and 5 per decade: labelled but not crowding the small panel.

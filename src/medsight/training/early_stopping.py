@@ -18,6 +18,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+TREND = "_trend"  # metrics.jsonl: f"{monitor}{TREND}" is the moving average the kept epoch is chosen on
+
 
 @dataclass
 class EarlyStopping:

@@ -29,7 +29,7 @@ from medsight.runtime.checkpoint import BEST, LAST, load_checkpoint, save_checkp
 from medsight.runtime.distributed import Distributed
 from medsight.runtime.run_folder import checkpoint_path
 from medsight.training.batchnorm import recalibrate_batchnorm
-from medsight.training.early_stopping import EarlyStopping
+from medsight.training.early_stopping import TREND, EarlyStopping
 from medsight.training.history import write_history
 from medsight.training.optim import make_optimizer, make_scheduler
 
@@ -104,6 +104,8 @@ class Trainer:
             self._seconds = time.perf_counter() - t_start
             self.scheduler.step()
             keep = self.stopper.update(epoch, row)
+            if self.stopper.smoothing < 1 and self.stopper.smoothed is not None:
+                row[f"{self.stopper.monitor}{TREND}"] = self.stopper.smoothed  # what "kept" was chosen on
             row["kept"] = keep  # in best.pt (the training curves mark the last such epoch)
             self.history.append(row)
             self._checkpoint(epoch, keep)
