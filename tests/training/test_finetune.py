@@ -123,3 +123,12 @@ def test_an_encoder_from_medsight_pretrain_fine_tunes_at_the_full_rate(tmp_path)
     (tmp_path / "plan.json").write_text(json.dumps({"task": "classification"}))  # a supervised run
     assert plan_finetune(tiny_config(model={"pretrained": str(tmp_path)}), {"train.lr": 1e-3})["train.lr"] \
         == pytest.approx(1e-4)
+
+
+@pytest.mark.parametrize("task, head_epochs", [("pretrain", 0), ("classification", 0), ("segmentation", 1)])
+def test_a_segmentation_net_from_an_encoder_trains_its_fresh_decoder_from_the_start(tmp_path, task, head_epochs):
+    (tmp_path / "plan.json").write_text(json.dumps({"task": task}))
+    cfg = tiny_config(model={"name": "flexunet", "pretrained": str(tmp_path)})
+    assert plan_finetune(cfg, {"train.lr": 1e-3})["train.head_epochs"] == head_epochs
+    planned = tiny_config(model={"name": None, "pretrained": str(tmp_path)})  # the planner's dynunet
+    assert plan_finetune(planned, {"train.lr": 1e-3, "model.name": "dynunet"})["train.head_epochs"] == head_epochs

@@ -10,7 +10,10 @@ head is still random. So, unless the config says otherwise:
   answer, and a tenth froze them (BUSI malignant vs benign, 2 seeds: test AUC 0.673 with a
   tenth, 0.733 at the full rate with all labels; 0.640 and 0.678 with 10% of them);
 - ``train.head_epochs: 1``: the first epoch trains the head alone (the body's rate is 0), so
-  the body first sees gradients from a head that already fits (``full`` and ``partial``);
+  the body first sees gradients from a head that already fits (``full`` and ``partial``). Not
+  for a segmentation net started from anything but a segmentation run: an encoder (a
+  classifier, ``medsight pretrain``) leaves the whole decoder as fresh as the head, and a head
+  over a frozen random decoder cannot fit;
 - ``train.warmup_epochs: 2``: then the rate rises over two epochs;
 - ``train.layer_decay: 0.75`` for transformers (BEiT's and MAE's value for ViT-B: each block
   below the head learns at 0.75x the rate of the one above), 1.0 for CNNs, whose few stages
@@ -26,6 +29,7 @@ from typing import Any, Mapping
 
 from medsight.config import RunConfig
 from medsight.models.pretrained import source_task
+from medsight.models.registry import model_spec
 
 LR_FACTOR = 0.1
 HEAD_EPOCHS = 1
@@ -43,11 +47,12 @@ def plan_finetune(cfg: RunConfig, planned: Mapping[str, Any]) -> dict[str, Any]:
     name = str(cfg.model.name or planned.get("model.name") or "")
     lr = float(planned.get("train.lr") or FROM_SCRATCH_LR)
     new_weights_only = mode in ("linear", "lora")
-    self_supervised = source_task(Path(cfg.model.pretrained)) == "pretrain"
+    source = source_task(Path(cfg.model.pretrained))
+    fresh_decoder = bool(name) and model_spec(name).task == "segmentation" and source != "segmentation"
     return {
         "train.finetune": mode,
-        "train.lr": lr if new_weights_only or self_supervised else round(lr * LR_FACTOR, 8),
-        "train.head_epochs": 0 if new_weights_only else HEAD_EPOCHS,
+        "train.lr": lr if new_weights_only or source == "pretrain" else round(lr * LR_FACTOR, 8),
+        "train.head_epochs": 0 if new_weights_only or fresh_decoder else HEAD_EPOCHS,
         "train.warmup_epochs": WARMUP_EPOCHS,
         "train.layer_decay": TRANSFORMER_DECAY if name.startswith(TRANSFORMERS) and mode != "lora" else 1.0,
     }
