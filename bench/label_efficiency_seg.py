@@ -1,8 +1,8 @@
 """Label efficiency for lesion segmentation (issue 17 on BUSI): a self-supervised encoder under a
 U-Net decoder against the same net from random weights, with a share of the training masks.
 
-    python bench/label_efficiency_seg.py [--fractions 0.1 1] [--seeds 0] [--minutes 6]
-        [--pretrain-minutes 12] [--compute total|finetune] [--planned] [--quick]
+    python bench/label_efficiency_seg.py [--fractions 0.1 1] [--seeds 0] [--minutes 5]
+        [--pretrain-minutes 10] [--compute total|finetune] [--planned] [--quick]
         [--work DIR] [--json OUT]
 
 On bench/busi.py's split (by case, stratified by benign/malignant/normal, seed 0), normal
@@ -142,8 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", type=Path, default=busi.DEFAULT_DATA)
     p.add_argument("--fractions", nargs="+", type=float, default=[0.1, 1.0])
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
-    p.add_argument("--minutes", type=float, default=6.0, help="fine-tuning budget per run")
-    p.add_argument("--pretrain-minutes", type=float, default=12.0)
+    p.add_argument("--minutes", type=float, default=5.0, help="fine-tuning budget per run")
+    p.add_argument("--pretrain-minutes", type=float, default=10.0)
     p.add_argument("--compute", choices=["total", "finetune"], default="total",
                    help="scratch's budget: fine-tune + pretrain minutes (total) or fine-tune minutes")
     p.add_argument("--planned", action="store_true", help="also the planned default (DynUNet) from scratch")
