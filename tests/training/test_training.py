@@ -94,3 +94,16 @@ def test_balanced_class_weights_upweight_the_rare_class():
 
     w = balanced_class_weights(torch.tensor([0, 0, 0, 1]), 2)
     assert torch.allclose(w, torch.tensor([4 / 6, 2.0]))
+
+
+def test_a_segmentation_run_that_never_predicted_foreground_is_flagged():
+    from medsight.training.history import collapse_warning
+
+    collapsed = [{"epoch": e, "val_dice": 0.0, "val_dice_1": 0.0} for e in range(1, 21)]
+    collapsed[3]["val_dice"] = None  # an epoch without validation does not count either way
+    message = collapse_warning(collapsed, "val_dice")
+    assert message is not None and "0 in all 19 epochs" in message and "model.pretrained" in message
+    learnt = collapsed[:-1] + [{"epoch": 20, "val_dice": 0.01}]
+    assert collapse_warning(learnt, "val_dice") is None
+    assert collapse_warning([{"val_auc": 0.0}], "val_auc") is None  # classification: AUC 0 is not a collapse
+    assert collapse_warning([{"val_dice": None}], "val_dice") is None

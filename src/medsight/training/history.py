@@ -32,3 +32,18 @@ def write_curves(run_dir: Path, history: list[dict], monitor: str = "val_loss") 
     path = Path(run_dir) / CURVES_FILE
     write_bytes(path, plot_training_curves(history, monitor))
     return path
+
+
+def collapse_warning(history: list[dict], monitor: str) -> str | None:
+    """One line when a segmentation run's val Dice was 0 in every epoch it was measured: the net
+    predicted no foreground on any val case (a collapse to background, seen on 54 BUSI images
+    from scratch), so ``best.pt`` segments nothing. None otherwise."""
+    if not monitor.startswith("val_dice"):
+        return None
+    values = [row.get(monitor) for row in history]
+    values = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    if not values or any(v > 0 for v in values):
+        return None
+    return (f"{monitor} was 0 in all {len(values)} epochs: the model never predicted foreground on a val case "
+            f"(collapsed to background) and best.pt segments nothing; train longer, on more cases, from a "
+            f"pretrained encoder (model.pretrained) or with another train.seed")

@@ -41,7 +41,7 @@ from medsight.runtime.run_folder import (
 )
 from medsight.tasks import CLASSIFICATION, DETECTION, task_for_data
 from medsight.training.finetune import prepare_finetune
-from medsight.training.history import write_curves, write_history
+from medsight.training.history import collapse_warning, write_curves, write_history
 from medsight.training.trainer import EpochCallback, Setup, Trainer
 
 log = logging.getLogger(__name__)
@@ -137,6 +137,8 @@ def _train_locked(cfg: RunConfig, run_dir: Path, resume: bool, overwrite: bool,
     if dist.is_main:
         write_history(run_dir, history)  # a kill between the last checkpoint and its log line
         write_curves(run_dir, history, setup.cfg.train.monitor)
+        if warning := collapse_warning(history, setup.cfg.train.monitor):
+            log.warning(warning)
         if calibrate is not None and task_for_data(setup.cfg.data.dataset, setup.cfg.task).calibrates:
             # calibration and the input guard's profile, or post-processing, fitted on val (+ train)
             calibrate(run_dir, val=setup.task.val, train=getattr(setup.task, "train", None))
