@@ -107,3 +107,4 @@ def test_a_segmentation_run_that_never_predicted_foreground_is_flagged():
     assert collapse_warning(learnt, "val_dice") is None
     assert collapse_warning([{"val_auc": 0.0}], "val_auc") is None  # classification: AUC 0 is not a collapse
     assert collapse_warning([{"val_dice": None}], "val_dice") is None
+    assert collapse_warning([{"val_map": 0.0}], None) is None  # detection runs monitor nothing by name

@@ -34,11 +34,11 @@ def write_curves(run_dir: Path, history: list[dict], monitor: str = "val_loss") 
     return path
 
 
-def collapse_warning(history: list[dict], monitor: str) -> str | None:
+def collapse_warning(history: list[dict], monitor: str | None) -> str | None:
     """One line when a segmentation run's val Dice was 0 in every epoch it was measured: the net
     predicted no foreground on any val case (a collapse to background, seen on 54 BUSI images
     from scratch), so ``best.pt`` segments nothing. None otherwise."""
-    if not monitor.startswith("val_dice"):
+    if not monitor or not monitor.startswith("val_dice"):
         return None
     values = [row.get(monitor) for row in history]
     values = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
