@@ -1,9 +1,14 @@
 """Label efficiency for lesion segmentation (issue 17 on BUSI): a self-supervised encoder under a
-U-Net decoder against the same net from random weights, with a share of the training masks.
+U-Net decoder (or a self-supervised U-Net) against the same net from random weights, with a
+share of the training masks.
 
     python bench/label_efficiency_seg.py [--fractions 0.1 1] [--seeds 0] [--minutes 5]
-        [--pretrain-minutes 10] [--compute total|finetune] [--planned] [--quick]
-        [--work DIR] [--json OUT]
+        [--pretrain-minutes 10] [--compute total|finetune] [--method simclr|restore] [--planned]
+        [--quick] [--work DIR] [--json OUT]
+
+``--method restore`` pretrains the planner's DynUNet whole (``pretrain.method=restore``: it
+restores cut-out and shuffled images) and fine-tunes that same planned net, every layer but
+the output from pretraining; steps 1-2 below describe the default, ``simclr``.
 
 On bench/busi.py's split (by case, stratified by benign/malignant/normal, seed 0), normal
 images (empty masks) included as in bench/busi.py:
@@ -48,8 +53,15 @@ import label_efficiency as le  # noqa: E402
 
 GRID = ["transforms.spacing=[3.0,3.0]", "segmentation.patch_size=[160,192]"]
 ENCODER = "efficientnet-b0"  # FlexibleUNet's default backbone, under the same names
-PRETRAIN_SETS = [f"model.name={ENCODER}", "transforms.spatial_size=[160,192]", "transforms.resize=fit"]
-INITS = {"pretrained": ["model.name=flexunet"], "scratch": ["model.name=flexunet"], "planned": []}
+FIT = ["transforms.spatial_size=[160,192]", "transforms.resize=fit"]
+# per --method: the pretraining's settings, and the net each arm trains (simclr: FlexibleUNet on
+# the encoder; restore: the planner's DynUNet, whose every layer but the output was pretrained)
+METHODS = {
+    "simclr": {"pretrain": [f"model.name={ENCODER}", *FIT],
+               "inits": {"pretrained": ["model.name=flexunet"], "scratch": ["model.name=flexunet"], "planned": []}},
+    "restore": {"pretrain": ["pretrain.method=restore", *FIT],
+                "inits": {"pretrained": [], "scratch": []}},
+}
 QUICK = {"seeds": [0], "fractions": [0.1, 1.0], "minutes": 0.15, "pretrain_minutes": 0.2}
 
 
@@ -129,7 +141,8 @@ def print_table(result: dict) -> None:
               f"{r['dice_sd']:<7.3f}{busi._ci(r['dice_ci']):<17}{r['hd95']:>8.1f}{np.mean(r['missed']):>7.1f}"
               f"{r['train_images']:>11}{np.mean(r['epochs']):>7.0f}{np.mean(r['train_seconds']):>7.0f}")
     p = result["pretrain"]
-    print(f"pretrain: {p['images']} images, {p['epochs']} epochs in {p['seconds']:.0f} s, contrastive val loss "
+    print(f"pretrain ({result.get('method', 'simclr')}): {p['images']} images, {p['epochs']} epochs in "
+          f"{p['seconds']:.0f} s, val loss "
           f"{p['val_loss_first']:.3f} -> {p['val_loss_last']:.3f}")
     for v in result["verdicts"]:
         goal = f">= +{v['need']:.2f}" if v["need"] > 0 else f">= {v['need']:.2f} (no worse)"
@@ -146,7 +159,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pretrain-minutes", type=float, default=10.0)
     p.add_argument("--compute", choices=["total", "finetune"], default="total",
                    help="scratch's budget: fine-tune + pretrain minutes (total) or fine-tune minutes")
-    p.add_argument("--planned", action="store_true", help="also the planned default (DynUNet) from scratch")
+    p.add_argument("--method", choices=sorted(METHODS), default="simclr",
+                   help="simclr: an EfficientNet-B0 encoder under FlexibleUNet; restore: the planned DynUNet, "
+                        "encoder and decoder (runs under WORK/restore)")
+    p.add_argument("--planned", action="store_true", help="also the planned default (DynUNet) from scratch "
+                   "(simclr; with restore both arms are the planned net)")
     p.add_argument("--quick", action="store_true", help="smoke run: " + json.dumps(QUICK))
     p.add_argument("--work", type=Path, help="runs and results, reused on rerun (default: a temporary folder)")
     p.add_argument("--json", type=Path)
@@ -163,26 +180,29 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     from medsight.runtime import cpu_description
 
-    work = args.work or Path(tempfile.mkdtemp(prefix="medsight-label-efficiency-seg-"))
+    top = args.work or Path(tempfile.mkdtemp(prefix="medsight-label-efficiency-seg-"))
+    work = top / "restore" if args.method == "restore" else top  # simclr keeps its earlier layout
+    method = METHODS[args.method]
     scratch_minutes = args.minutes + (args.pretrain_minutes if args.compute == "total" else 0.0)
     result = {"rows": [], "minutes": args.minutes, "pretrain_minutes": args.pretrain_minutes,
-              "compute": args.compute, "encoder": ENCODER, "cpu": cpu_description()}
+              "compute": args.compute, "method": args.method,
+              "encoder": ENCODER if args.method == "simclr" else "dynunet", "cpu": cpu_description()}
     try:
         cases = busi_seg_cases(args.data.resolve())
-        result["pretrain"] = le.pretrain(work, cases, args.pretrain_minutes, [*PRETRAIN_SETS, *args.set])
+        result["pretrain"] = le.pretrain(work, cases, args.pretrain_minutes, [*method["pretrain"], *args.set])
         inits = {"pretrained": (args.minutes, [*GRID, f"model.pretrained={result['pretrain']['run']}"]),
                  "scratch": (scratch_minutes, GRID), "planned": (scratch_minutes, [])}
         for fraction in sorted(set(args.fractions)):
             for init, (minutes, extra) in inits.items():
-                if init == "planned" and not args.planned:
+                if init not in method["inits"] or init == "planned" and not args.planned:
                     continue
                 runs = [finetune(work, f"{init}-f{fraction:g}-s{seed}", le.subset_cases(cases, fraction, seed),
-                                 minutes, [*INITS[init], *extra, f"train.seed={seed}", *args.set])
+                                 minutes, [*method["inits"][init], *extra, f"train.seed={seed}", *args.set])
                         for seed in args.seeds]
                 result["rows"].append(summarise(fraction, init, args.seeds, runs))
     finally:
         if args.work is None:
-            shutil.rmtree(work, ignore_errors=True)
+            shutil.rmtree(top, ignore_errors=True)
     result["verdicts"] = verdicts(result["rows"])
     print_table(result)
     if args.json:

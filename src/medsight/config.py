@@ -177,10 +177,13 @@ class TrainConfig(_Strict):
 
 
 class PretrainConfig(_Strict):
-    """Self-supervised pretraining (``medsight pretrain``, ``task: pretrain``): SimCLR on two
-    augmented views of each unlabelled image (``training/pretrain.py``)."""
+    """Self-supervised pretraining (``medsight pretrain``, ``task: pretrain``, ``training/pretrain.py``):
+    ``simclr`` trains an encoder on two augmented views of each unlabelled image; ``restore`` trains
+    a whole U-Net (DynUNet unless ``model.name`` says otherwise) to restore images with cut-out and
+    shuffled blocks (MONAI's self-supervised recipe), so a segmentation net starts with its decoder
+    pretrained too."""
 
-    method: Literal["simclr"] = "simclr"
+    method: Literal["simclr", "restore"] = "simclr"
     temperature: float = Field(0.1, gt=0, le=2)  # NT-Xent (MONAI ContrastiveLoss)
     projection_dim: int = Field(128, ge=8)  # the projection head's output; the encoder's is the model's
     crop_min: float = Field(0.4, gt=0, le=1)  # smallest crop, as a fraction of the image's area (volume)

@@ -36,7 +36,11 @@ def load_encoder(run_dir: str | Path) -> LoadedRun:
     require_command(run_task(run_dir), "embed", run_dir)
     if is_ensemble(run_dir):
         raise MedsightError(f"{run_dir}: an ensemble has no single feature space; embed with one of its runs")
-    return load_run(run_dir, prefer_onnx=False, encoder=True)
+    run = load_run(run_dir, prefer_onnx=False, encoder=True)
+    if run.plan.get("method") == "restore":
+        raise MedsightError(f"{run_dir}: a restore pretraining run is a U-Net with no feature vector; fine-tune "
+                            "it (--set model.pretrained=RUN), or pretrain with pretrain.method=simclr to embed")
+    return run
 
 
 def embed(run: LoadedRun, images: torch.Tensor) -> np.ndarray:

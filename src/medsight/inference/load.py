@@ -169,6 +169,9 @@ def load_run(run_dir: str | Path, checkpoint: str = BEST, prefer_onnx: bool = Tr
     size = tuple(int(s) for s in plan["input_shape"])  # ViT and UNETR are built for it
     if plan.get("fusion"):
         model = fusion_model(*args, plan["fusion"]["table_features"], size, **cfg.model.options)
+    elif plan.get("task") == PRETRAIN.name and plan.get("method") == "restore":  # image in, image out
+        model = build_model(cfg.model.name, plan["in_channels"], plan["in_channels"], plan["spatial_dims"],
+                            input_size=size, **cfg.model.options)
     elif plan.get("task") == PRETRAIN.name:
         model = contrastive_model(cfg.model.name, plan["in_channels"], plan["spatial_dims"],
                                   int(plan["projection_dim"]), size, **cfg.model.options)

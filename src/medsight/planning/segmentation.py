@@ -27,6 +27,7 @@ VOXELS_PER_STEP = {2: 32 * 64 * 64, 3: 2 * 48 * 64 * 48}  # a batch's worth of v
 # the slowest CPU kind (bench: 88-111 M; bf16 130-210 M), so the plan is the same on every
 # machine. With a time budget, an epoch gets the steps that leave MIN_EPOCHS epochs in it.
 STEP_RATE = 80e6
+LR, WEIGHT_DECAY = 2e-3, 3e-5  # AdamW
 MIN_EPOCHS = 30
 # 2D at native resolution may leave a budget a few passes over the cases (BUSI's ~500 px
 # ultrasound: 4 passes in 30 min), too few to learn from scratch. The plan then works on a
@@ -121,10 +122,8 @@ def plan_segmentation(fp: dict[str, Any], cfg: RunConfig, on_cpu: bool = True) -
     median_shape = np.array(fp["shape_median"], dtype=float) * scale
     target = list(spacing) if spacing else list(fp["spacing_median"])
     patch = cfg.segmentation.patch_size or _patch_size(median_shape, target, dims)
-    strides, kernels = _strides_and_kernels(patch, target)
-    pools = len(strides) - 1
-    base = 16 if on_cpu else 32  # a CPU: a third of the time per step, three times the steps
-    filters = [min(base * 2**i, 320) for i in range(pools + 1)]
+    network = dynunet_options(patch, target, on_cpu)
+    base = network["model.options.filters"][0]
     batch = max(2, int(VOXELS_PER_STEP[dims] // math.prod(patch)))
     planned: dict[str, Any] = {
         "model.spatial_dims": dims,
@@ -136,7 +135,7 @@ def plan_segmentation(fp: dict[str, Any], cfg: RunConfig, on_cpu: bool = True) -
         "train.batch_size": batch,
         # an epoch sees every case about once, within nnU-Net's 250 iterations (large sets)
         "segmentation.iterations_per_epoch": _iterations(fp, cfg, batch, patch, base),
-        "train.optimizer": "adamw", "train.lr": 2e-3, "train.weight_decay": 3e-5,
+        "train.optimizer": "adamw", "train.lr": LR, "train.weight_decay": WEIGHT_DECAY,
         "train.schedule": "cosine", "train.warmup_epochs": 2, "train.class_weights": "none",
         # nnU-Net's mirroring at inference: 4 views in 2D (BUSI test Dice 0.702 -> 0.721, same
         # weights); 8 in 3D, where a CT would take 8x as long on a CPU, so it is left to the user
@@ -154,14 +153,22 @@ def plan_segmentation(fp: dict[str, Any], cfg: RunConfig, on_cpu: bool = True) -
         planned["transforms.window.level"] = round((ch["p00_5"] + ch["p99_5"]) / 2, 2)
         planned["transforms.window.width"] = round(max(ch["p99_5"] - ch["p00_5"], 1.0), 2)
     if cfg.model.name in (None, "dynunet"):
-        top_filters = (cfg.model.options or {}).get("filters", filters)[0]
+        top_filters = (cfg.model.options or {}).get("filters", [base])[0]
         top = top_filters * (cfg.train.batch_size or batch) * math.prod(patch)  # values per step
-        planned.update({"model.options.strides": strides, "model.options.kernel_size": kernels,
-                        "model.options.filters": filters,
-                        "model.options.deep_supervision": cfg.segmentation.deep_supervision,
+        planned.update({**network, "model.options.deep_supervision": cfg.segmentation.deep_supervision,
                         "model.options.recompute_top": top > RECOMPUTE_FROM})
     planned.update(plan_finetune(cfg, planned))  # model.pretrained: a gentler start
     return planned
+
+
+def dynunet_options(patch: Sequence[int], spacing: Sequence[float], on_cpu: bool = True) -> dict[str, Any]:
+    """DynUNet's planned strides, kernels and filters for a patch on a grid (dotted config keys):
+    a network pretrained by ``medsight pretrain`` (``pretrain.method: restore``) gets the same
+    layers as the segmentation net later fine-tuned from it, so its weights fit by name and shape."""
+    strides, kernels = _strides_and_kernels(patch, spacing)
+    base = 16 if on_cpu else 32  # a CPU: a third of the time per step, three times the steps
+    return {"model.options.strides": strides, "model.options.kernel_size": kernels,
+            "model.options.filters": [min(base * 2**i, 320) for i in range(len(strides))]}
 
 
 def _iterations(fp: dict[str, Any], cfg: RunConfig, batch: int, patch: Sequence[int], base: int) -> int:

@@ -1,11 +1,17 @@
-"""Self-supervised pretraining (``task: pretrain``): SimCLR with MONAI's NT-Xent loss.
+"""Self-supervised pretraining (``task: pretrain``), by ``pretrain.method``:
 
-Each image gives two random views (``transforms/contrastive.py``); the encoder (the planned
-classifier without its class-score layer) and a projection MLP are trained so that the two
-views of one image are nearer to each other than to every other image's views in the batch
-(``monai.losses.ContrastiveLoss``, Chen et al. 2020). Only this task is new: the planner,
-cache, trainer, time budget, resume, progress bar and run folder are the classification
-run's. The val split scores the same loss on fixed views (``val_loss``, which picks ``best.pt``).
+- ``simclr``: each image gives two random views (``transforms/contrastive.py``); the encoder
+  (the planned classifier without its class-score layer) and a projection MLP are trained so
+  that the two views of one image are nearer to each other than to every other image's views
+  in the batch (``monai.losses.ContrastiveLoss``, Chen et al. 2020).
+- ``restore``: a whole U-Net (the segmentation planner's DynUNet for the input size, or the
+  ``model.name`` given) restores images from distorted copies (``transforms/restore.py``,
+  MONAI's self-supervised recipe), L1 loss. A segmentation net fine-tuned from it gets its
+  encoder *and* decoder; only the output layer starts fresh.
+
+Only these tasks are new: the planner's input size, cache, trainer, time budget, resume,
+progress bar and run folder are the classification run's. The val split scores the same loss
+on fixed views or distortions (``val_loss``, which picks ``best.pt``).
 
 Under DistributedDataParallel each process contrasts its own slice of the batch (fewer
 negatives than one process with the whole batch; no gather across processes).
@@ -14,6 +20,7 @@ negatives than one process with the whole batch; no gather across processes).
 from __future__ import annotations
 
 import logging
+import math
 from typing import Iterator
 
 import torch
@@ -23,13 +30,17 @@ from torch import nn
 from medsight.config import RunConfig
 from medsight.data.prepared import PreparedSplit
 from medsight.data.unlabelled import unlabelled_dataset
+from medsight.errors import ConfigError
 from medsight.models.contrastive import contrastive_model
+from medsight.models.registry import build_model, model_spec
 from medsight.planning import apply_plan, open_keys
 from medsight.planning.classification import plan_classification
+from medsight.planning.segmentation import LR, VOXELS_PER_STEP, WEIGHT_DECAY, dynunet_options
 from medsight.runtime import Runtime
 from medsight.training.classification import data_fingerprint, describe, make_plan, prepare_splits
 from medsight.training.trainer import Setup
 from medsight.transforms.contrastive import ContrastiveViews
+from medsight.transforms.restore import Distortions
 from medsight.utils.prefetch import prefetch
 
 log = logging.getLogger(__name__)
@@ -37,28 +48,67 @@ VAL_SEED = 12345  # the val views are the same every epoch, so val_loss compares
 # What pretraining plans differently from classification: its own augmentation (none of the
 # classifier's), the contrastive loss on val as the monitor, no class weights.
 PRETRAIN_PLAN = {"transforms.augment": {}, "train.monitor": "val_loss", "train.class_weights": "none"}
+# restore: the segmentation planner's model, batch (a U-Net's step is ~60x a small
+# classifier's) and rate, not the classification planner's
+RESTORE_PLANS = ("model.name", "model.options", "train.batch_size", "train.lr", "train.weight_decay")
 
 
 def setup_pretrain(cfg: RunConfig, runtime: Runtime) -> Setup:
     """Unlabelled data, the classification planner's input size and model, the contrastive task."""
     data = unlabelled_dataset(cfg.data, cfg.train.seed)
     fp, loaded = data_fingerprint(cfg, data)
-    planned = open_keys(cfg, {**plan_classification(fp, cfg), **PRETRAIN_PLAN})
+    restore, given = cfg.pretrain.method == "restore", cfg
+    planner = plan_classification(fp, cfg)
+    if restore:  # the classifier planner's input size and schedule, not its classifier or batch
+        planner = {k: v for k, v in planner.items() if not k.startswith(RESTORE_PLANS)}
+    planned = open_keys(cfg, {**planner, **PRETRAIN_PLAN})
     cfg = apply_plan(cfg, planned)
     log.info("plan: %s", describe(planned))
     prepared, channels = prepare_splits(cfg, data, loaded, fp)
     train, val = prepared["train"], prepared["val"]
     size = tuple(train.images.shape[2:])
+    if restore:
+        network = open_keys(given, restore_plan(given, size))
+        planned.update(network)
+        cfg = apply_plan(cfg, network)
     torch.manual_seed(cfg.train.seed)
+    plan = {**make_plan(cfg, data, prepared, channels), "task": "pretrain", "class_names": [],
+            "method": cfg.pretrain.method, "fingerprint": fp, "planned": planned}
+    plan.pop("train_class_counts", None)
+    if restore:
+        model = build_model(cfg.model.name, channels, channels, cfg.model.spatial_dims, input_size=size,
+                            **cfg.model.options)
+        task: PretrainTask = RestoreTask(train, val, cfg.train.batch_size, Distortions(size))
+        return Setup(cfg, model, task, plan)
     model = contrastive_model(cfg.model.name, channels, cfg.model.spatial_dims, cfg.pretrain.projection_dim,
                               input_size=size, **cfg.model.options)
     views = ContrastiveViews(cfg.pretrain, cfg.model.spatial_dims, size, channels)
     task = PretrainTask(train, val, cfg.train.batch_size, views, cfg.pretrain.temperature)
-    plan = {**make_plan(cfg, data, prepared, channels), "task": "pretrain", "class_names": [],
-            "method": cfg.pretrain.method, "feature_dim": model.projection[0].in_features,
-            "projection_dim": cfg.pretrain.projection_dim, "fingerprint": fp, "planned": planned}
-    plan.pop("train_class_counts", None)
+    plan.update({"feature_dim": model.projection[0].in_features, "projection_dim": cfg.pretrain.projection_dim})
     return Setup(cfg, model, task, plan)
+
+
+def restore_plan(cfg: RunConfig, size: tuple[int, ...]) -> dict:
+    """The net ``pretrain.method: restore`` trains and its batch and rate (dotted config keys),
+    as the segmentation planner would give them for this input size: DynUNet unless
+    ``model.name`` names another segmentation net. Image in, image out: one output channel per
+    input channel, no deep supervision."""
+    steps = {"train.batch_size": max(2, int(VOXELS_PER_STEP[len(size)] // math.prod(size))),
+             "train.lr": LR, "train.weight_decay": WEIGHT_DECAY}
+    name = cfg.model.name or "dynunet"
+    if model_spec(name).task != "segmentation":
+        raise ConfigError(f"pretrain.method restore trains an image-to-image net (a segmentation model such as "
+                          f"dynunet, unet or flexunet); model {name!r} is a classifier: use pretrain.method simclr")
+    if name != "dynunet":
+        return {"model.name": name, **steps}
+    options = dynunet_options(size, [1.0] * len(size))
+    strides = options["model.options.strides"]
+    # every level must halve the input exactly, or the skip connections do not line up
+    while len(strides) > 2 and any(s % math.prod(st[a] for st in strides) for a, s in enumerate(size)):
+        strides.pop()
+        options["model.options.kernel_size"].pop()
+        options["model.options.filters"].pop()
+    return {"model.name": name, **options, "model.options.deep_supervision": False, **steps}
 
 
 class PretrainTask:
@@ -107,5 +157,37 @@ class PretrainTask:
                 z = model(views)
             loss = self.loss(z, None)
             total, count = total + float(loss) * len(idx), count + len(idx)
+        model.train()
+        return {"val_loss": total / count if count else float("nan")}
+
+
+class RestoreTask(PretrainTask):
+    """Distorted images in, the images out (L1); the same loss on val's fixed distortions."""
+
+    def __init__(self, train: PreparedSplit, val: PreparedSplit, batch_size: int, distort: Distortions):
+        self.train, self.val, self.batch_size, self.views = train, val, max(2, batch_size), distort
+        self.criterion = nn.L1Loss()
+
+    def train_batches(self, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = torch.randperm(len(self.train), generator=torch.Generator().manual_seed(seed))
+        self.views.seed(seed)
+        for _, x in self._batches(self.train, order):
+            x = x.float()
+            yield self.views(x), x
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return self.criterion(outputs.float(), targets.float())
+
+    @torch.no_grad()
+    def validate(self, model: nn.Module, runtime: Runtime) -> dict[str, float]:
+        model.eval()
+        self.views.seed(VAL_SEED)
+        total, count = 0.0, 0
+        for idx, x in self._batches(self.val, torch.arange(len(self.val))):
+            x = x.float()
+            with runtime.autocast():
+                out = model(runtime.batch(self.views(x)))
+            total += float(self.loss(out, x.to(runtime.device))) * len(idx)
+            count += len(idx)
         model.train()
         return {"val_loss": total / count if count else float("nan")}
