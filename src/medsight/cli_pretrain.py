@@ -19,7 +19,8 @@ def pretrain(
     set_: list[str] = typer.Option([], "--set", help="Override a key: --set pretrain.temperature=0.2"),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
 ) -> None:
-    """Learn an encoder from unlabelled images (SimCLR: two augmented views of each image).
+    """Learn an encoder from unlabelled images (SimCLR: two augmented views of each image), or with
+    --set pretrain.method=restore a whole U-Net for segmentation (it restores distorted images).
 
     The run folder is a training run's (plan.json says "task": "pretrain"); fine-tune from it with
     medsight train --data LABELLED --set model.pretrained=RUN, or embed/index with it.

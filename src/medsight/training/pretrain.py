@@ -59,6 +59,7 @@ def setup_pretrain(cfg: RunConfig, runtime: Runtime) -> Setup:
     fp, loaded = data_fingerprint(cfg, data)
     restore, given = cfg.pretrain.method == "restore", cfg
     planner = plan_classification(fp, cfg)
+    planner_batch = planner["train.batch_size"]
     if restore:  # the classifier planner's input size and schedule, not its classifier or batch
         planner = {k: v for k, v in planner.items() if not k.startswith(RESTORE_PLANS)}
     planned = open_keys(cfg, {**planner, **PRETRAIN_PLAN})
@@ -68,7 +69,7 @@ def setup_pretrain(cfg: RunConfig, runtime: Runtime) -> Setup:
     train, val = prepared["train"], prepared["val"]
     size = tuple(train.images.shape[2:])
     if restore:
-        network = open_keys(given, restore_plan(given, size))
+        network = open_keys(given, restore_plan(given, size, int(planner_batch)))
         planned.update(network)
         cfg = apply_plan(cfg, network)
     torch.manual_seed(cfg.train.seed)
@@ -88,12 +89,14 @@ def setup_pretrain(cfg: RunConfig, runtime: Runtime) -> Setup:
     return Setup(cfg, model, task, plan)
 
 
-def restore_plan(cfg: RunConfig, size: tuple[int, ...]) -> dict:
+def restore_plan(cfg: RunConfig, size: tuple[int, ...], max_batch: int) -> dict:
     """The net ``pretrain.method: restore`` trains and its batch and rate (dotted config keys),
-    as the segmentation planner would give them for this input size: DynUNet unless
+    as the segmentation planner would give them for this input size (the batch no larger than
+    the classifier's, ``max_batch``: small images would get hundreds): DynUNet unless
     ``model.name`` names another segmentation net. Image in, image out: one output channel per
     input channel, no deep supervision."""
-    steps = {"train.batch_size": max(2, int(VOXELS_PER_STEP[len(size)] // math.prod(size))),
+    batch = max(2, min(max_batch, int(VOXELS_PER_STEP[len(size)] // math.prod(size))))
+    steps = {"train.batch_size": batch,
              "train.lr": LR, "train.weight_decay": WEIGHT_DECAY}
     name = cfg.model.name or "dynunet"
     if model_spec(name).task != "segmentation":
