@@ -122,3 +122,14 @@ def test_3d_restore_pretraining_plans_a_3d_unet(tmp_path):
     assert plan["spatial_dims"] == 3 and plan["planned"]["model.options.strides"] == [[1, 1, 1], [2, 2, 2], [2, 2, 2]]
     row = json.loads((tmp_path / "run/metrics.jsonl").read_text().splitlines()[0])
     assert np.isfinite(row["train_loss"]) and np.isfinite(row["val_loss"])
+
+
+def test_the_planned_unet_halves_the_input_exactly_at_every_level():
+    from medsight.training.pretrain import restore_plan
+
+    cfg = config_from_dict({"task": "pretrain"})
+    assert restore_plan(cfg, (28, 28), 64)["model.options.strides"] == [[1, 1], [2, 2], [2, 2]]  # 28 -> 7
+    assert restore_plan(cfg, (160, 192), 64)["train.batch_size"] == 4  # the segmentation planner's batch
+    assert restore_plan(cfg, (28, 28), 64)["train.batch_size"] == 64  # not 167
+    with pytest.raises(ConfigError, match="even input sides, got 27x28"):
+        restore_plan(cfg, (27, 28), 64)

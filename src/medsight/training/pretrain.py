@@ -54,7 +54,8 @@ RESTORE_PLANS = ("model.name", "model.options", "train.batch_size", "train.lr", 
 
 
 def setup_pretrain(cfg: RunConfig, runtime: Runtime) -> Setup:
-    """Unlabelled data, the classification planner's input size and model, the contrastive task."""
+    """Unlabelled data, the classification planner's input size; its classifier and the
+    contrastive task (simclr), or the planned U-Net and the restoration task (restore)."""
     data = unlabelled_dataset(cfg.data, cfg.train.seed)
     fp, loaded = data_fingerprint(cfg, data)
     restore, given = cfg.pretrain.method == "restore", cfg
@@ -107,10 +108,16 @@ def restore_plan(cfg: RunConfig, size: tuple[int, ...], max_batch: int) -> dict:
     options = dynunet_options(size, [1.0] * len(size))
     strides = options["model.options.strides"]
     # every level must halve the input exactly, or the skip connections do not line up
-    while len(strides) > 2 and any(s % math.prod(st[a] for st in strides) for a, s in enumerate(size)):
+    def uneven() -> bool:
+        return any(s % math.prod(st[a] for st in strides) for a, s in enumerate(size))
+
+    while len(strides) > 2 and uneven():
         strides.pop()
         options["model.options.kernel_size"].pop()
         options["model.options.filters"].pop()
+    if uneven():
+        raise ConfigError(f"pretrain.method restore: a U-Net needs even input sides, got {'x'.join(map(str, size))}; "
+                          "set transforms.spatial_size")
     return {"model.name": name, **options, "model.options.deep_supervision": False, **steps}
 
 
