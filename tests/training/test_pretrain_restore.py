@@ -67,6 +67,18 @@ def test_the_restoration_loss_falls_and_the_plan_names_the_planned_unet(restored
     assert planned["model.options.strides"] == [[1, 1], [2, 2], [2, 2], [2, 2]]  # 32 px down to 4
     state = load_checkpoint(restored / "checkpoints/last.pt")["model"]
     assert state["output_block.conv.conv.weight"].shape[0] == 1  # one output channel per input channel
+    from PIL import Image
+
+    with Image.open(restored / "restoration.png") as figure:  # 4 val images x (distorted, restored, original)
+        assert figure.format == "PNG" and figure.height > figure.width
+
+
+def test_the_restoration_figure_draws_the_middle_slice_of_volumes():
+    from medsight.training.pretrain import restoration_png
+
+    volumes = torch.rand(2, 1, 8, 12, 10)
+    png = restoration_png(volumes, volumes, volumes)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
 
 
 def test_the_planned_segmentation_net_fine_tunes_from_it_with_every_layer_but_its_outputs(restored, tmp_path):

@@ -13,7 +13,8 @@ head is still random. So, unless the config says otherwise:
   the body first sees gradients from a head that already fits (``full`` and ``partial``). Not
   for a segmentation net started from anything but a segmentation run: an encoder (a
   classifier, ``medsight pretrain``) leaves the whole decoder as fresh as the head, and a head
-  over a frozen random decoder cannot fit;
+  over a frozen random decoder cannot fit (a U-Net from ``pretrain.method: restore`` has its
+  decoder, but a self-supervised start, like the rate above, trains whole from the first epoch);
 - ``train.warmup_epochs: 2``: then the rate rises over two epochs;
 - ``train.layer_decay: 0.75`` for transformers (BEiT's and MAE's value for ViT-B: each block
   below the head learns at 0.75x the rate of the one above), 1.0 for CNNs, whose few stages

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 from typing import Iterator
 
 import torch
@@ -41,6 +42,8 @@ from medsight.training.classification import data_fingerprint, describe, make_pl
 from medsight.training.trainer import Setup
 from medsight.transforms.contrastive import ContrastiveViews
 from medsight.transforms.restore import Distortions
+from medsight.utils.atomic import write_bytes
+from medsight.utils.figures import styled, to_png
 from medsight.utils.prefetch import prefetch
 
 log = logging.getLogger(__name__)
@@ -50,6 +53,7 @@ VAL_SEED = 12345  # the val views are the same every epoch, so val_loss compares
 PRETRAIN_PLAN = {"transforms.augment": {}, "train.monitor": "val_loss", "train.class_weights": "none"}
 # restore: the segmentation planner's model, batch (a U-Net's step is ~60x a small
 # classifier's) and rate, not the classification planner's
+RESTORATION_FIGURE, FIGURE_IMAGES = "restoration.png", 4
 RESTORE_PLANS = ("model.name", "model.options", "train.batch_size", "train.lr", "train.weight_decay")
 
 
@@ -201,3 +205,39 @@ class RestoreTask(PretrainTask):
             count += len(idx)
         model.train()
         return {"val_loss": total / count if count else float("nan")}
+
+    def after_training(self, run_dir: Path) -> None:
+        """``RUN/restoration.png``: a few val images distorted, restored by ``best.pt``, and as
+        they were, so a person can see what the pretraining learnt."""
+        from medsight.inference.load import load_run
+
+        run = load_run(run_dir, prefer_onnx=False, encoder=True)
+        x = self.val.images[torch.arange(min(FIGURE_IMAGES, len(self.val)))].float()
+        self.views.seed(VAL_SEED)
+        distorted = self.views(x)
+        with torch.no_grad(), run.runtime.autocast():
+            restored = run.model(run.runtime.batch(distorted)).float().cpu()
+        write_bytes(run_dir / RESTORATION_FIGURE, restoration_png(distorted, restored, x))
+
+
+@styled
+def restoration_png(distorted: torch.Tensor, restored: torch.Tensor, original: torch.Tensor) -> bytes:
+    """One row per image: distorted, restored, original (channel 0; the middle slice in 3D)."""
+    from matplotlib.figure import Figure
+
+    rows = len(original)
+    fig = Figure(figsize=(7.5, 2.5 * rows))
+    for i in range(rows):
+        low, high = float(original[i, 0].min()), float(original[i, 0].max())
+        for j, (title, images) in enumerate((("distorted", distorted), ("restored", restored),
+                                             ("original", original))):
+            image = images[i, 0]
+            while image.ndim > 2:  # a volume: its middle slice
+                image = image[image.shape[0] // 2]
+            ax = fig.add_subplot(rows, 3, 3 * i + j + 1)
+            ax.imshow(image.numpy(), cmap="gray", vmin=low, vmax=high)
+            ax.set_axis_off()
+            if i == 0:
+                ax.set_title(title)
+    fig.suptitle("restoration pretraining: val images (best.pt)")
+    return to_png(fig)

@@ -139,6 +139,8 @@ def _train_locked(cfg: RunConfig, run_dir: Path, resume: bool, overwrite: bool,
         write_curves(run_dir, history, setup.cfg.train.monitor)
         if warning := collapse_warning(history, setup.cfg.train.monitor):
             log.warning(warning)
+        if hasattr(setup.task, "after_training"):  # a task's own output (restore: restoration.png)
+            setup.task.after_training(run_dir)
         if calibrate is not None and task_for_data(setup.cfg.data.dataset, setup.cfg.task).calibrates:
             # calibration and the input guard's profile, or post-processing, fitted on val (+ train)
             calibrate(run_dir, val=setup.task.val, train=getattr(setup.task, "train", None))
