@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 from monai.losses import ContrastiveLoss
@@ -38,6 +38,8 @@ from medsight.planning import apply_plan, open_keys
 from medsight.planning.classification import plan_classification
 from medsight.planning.segmentation import LR, VOXELS_PER_STEP, WEIGHT_DECAY, dynunet_options
 from medsight.runtime import Runtime
+from medsight.runtime.checkpoint import BEST, load_checkpoint
+from medsight.runtime.run_folder import checkpoint_path
 from medsight.training.classification import data_fingerprint, describe, make_plan, prepare_splits
 from medsight.training.trainer import Setup
 from medsight.transforms.contrastive import ContrastiveViews
@@ -82,10 +84,12 @@ def setup_pretrain(cfg: RunConfig, runtime: Runtime) -> Setup:
             "method": cfg.pretrain.method, "fingerprint": fp, "planned": planned}
     plan.pop("train_class_counts", None)
     if restore:
-        model = build_model(cfg.model.name, channels, channels, cfg.model.spatial_dims, input_size=size,
-                            **cfg.model.options)
-        task: PretrainTask = RestoreTask(train, val, cfg.train.batch_size, Distortions(size))
-        return Setup(cfg, model, task, plan)
+        def build() -> nn.Module:
+            return build_model(cfg.model.name, channels, channels, cfg.model.spatial_dims, input_size=size,
+                               **cfg.model.options)
+
+        task: PretrainTask = RestoreTask(train, val, cfg.train.batch_size, Distortions(size), build)
+        return Setup(cfg, build(), task, plan)
     model = contrastive_model(cfg.model.name, channels, cfg.model.spatial_dims, cfg.pretrain.projection_dim,
                               input_size=size, **cfg.model.options)
     views = ContrastiveViews(cfg.pretrain, cfg.model.spatial_dims, size, channels)
@@ -178,9 +182,11 @@ class PretrainTask:
 class RestoreTask(PretrainTask):
     """Distorted images in, the images out (L1); the same loss on val's fixed distortions."""
 
-    def __init__(self, train: PreparedSplit, val: PreparedSplit, batch_size: int, distort: Distortions):
+    def __init__(self, train: PreparedSplit, val: PreparedSplit, batch_size: int, distort: Distortions,
+                 build: Callable[[], nn.Module]):
         self.train, self.val, self.batch_size, self.views = train, val, max(2, batch_size), distort
         self.criterion = nn.L1Loss()
+        self.build = build  # a fresh net of the trained kind, for the figure after training
 
     def train_batches(self, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = torch.randperm(len(self.train), generator=torch.Generator().manual_seed(seed))
@@ -207,16 +213,15 @@ class RestoreTask(PretrainTask):
         return {"val_loss": total / count if count else float("nan")}
 
     def after_training(self, run_dir: Path) -> None:
-        """``RUN/restoration.png``: a few val images distorted, restored by ``best.pt``, and as
-        they were, so a person can see what the pretraining learnt."""
-        from medsight.inference.load import load_run
-
-        run = load_run(run_dir, prefer_onnx=False, encoder=True)
+        """``RUN/restoration.png``: a few val images distorted, restored by ``best.pt`` (fp32),
+        and as they were, so a person can see what the pretraining learnt."""
+        model = self.build()
+        model.load_state_dict(load_checkpoint(checkpoint_path(run_dir, BEST))["model"])
         x = self.val.images[torch.arange(min(FIGURE_IMAGES, len(self.val)))].float()
         self.views.seed(VAL_SEED)
         distorted = self.views(x)
-        with torch.no_grad(), run.runtime.autocast():
-            restored = run.model(run.runtime.batch(distorted)).float().cpu()
+        with torch.no_grad():
+            restored = model.eval()(distorted).float()
         write_bytes(run_dir / RESTORATION_FIGURE, restoration_png(distorted, restored, x))
 
 
