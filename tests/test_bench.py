@@ -213,8 +213,11 @@ def test_realtime_bench_quick_loses_and_duplicates_nothing_after_a_kill(tmp_path
                            "--slices", "3", "--workers", "1", "--lease", "3", "--quiet", "1",
                            "--workdir", str(tmp_path / "work"), "--json", str(out)],
                           capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    # exit 1 is also a failed latency verdict: a speed goal, for the bench run by hand on a quiet
+    # machine (a busy CI machine missed p95 by 0.1 s), not for this test; a crash writes no JSON
+    assert proc.returncode in (0, 1) and out.is_file(), proc.stdout[-2000:] + proc.stderr[-2000:]
     result = json.loads(out.read_text())
+    assert all(ok for name, ok in result["verdicts"].items() if not name.startswith("steady p95")), result["verdicts"]
     steady, killed = result["phases"]
     assert result["results_per_study"] == 2  # SR + heatmap SC
     assert steady["with_sr"] == killed["with_sr"] == 2 and killed["killed"] and killed["redone_jobs"] >= 1
