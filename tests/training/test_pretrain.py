@@ -89,13 +89,18 @@ def test_predict_evaluate_export_serve_on_a_pretrain_run_are_one_line(pretrained
     assert not (pretrained / "model.onnx").exists()
 
 
-def test_3d_pretraining_smoke(tmp_path):
+def write_volumes_npz(folder):
+    """Random 16^3 uint8 volumes as a MedMNIST-style npz (8 train, 4 val, 2 test); its path."""
     rng = np.random.default_rng(0)
     arrays = {f"{s}_images": rng.integers(0, 255, (n, 16, 16, 16), dtype=np.uint8)
               for s, n in (("train", 8), ("val", 4), ("test", 2))}
     arrays.update({f"{s}_labels": np.zeros((len(arrays[f"{s}_images"]), 1), np.uint8) for s in ("train", "val", "test")})
-    np.savez(tmp_path / "vol3d.npz", **arrays)
-    result = invoke("pretrain", "--data", tmp_path / "vol3d.npz", "--out", tmp_path / "run",
+    np.savez(folder / "vol3d.npz", **arrays)
+    return folder / "vol3d.npz"
+
+
+def test_3d_pretraining_smoke(tmp_path):
+    result = invoke("pretrain", "--data", write_volumes_npz(tmp_path), "--out", tmp_path / "run",
                     "--set", "train.epochs=1", "--set", "train.batch_size=4", "--set", "model.options.width=4",
                     "--set", "train.precise_bn_samples=0", "--set", "pretrain.projection_dim=8",
                     "--set", "train.precision=fp32")

@@ -122,12 +122,9 @@ def test_a_restore_run_reloads_as_it_trained(restored):
 
 
 def test_3d_restore_pretraining_plans_a_3d_unet(tmp_path):
-    rng = np.random.default_rng(0)
-    arrays = {f"{s}_images": rng.integers(0, 255, (n, 16, 16, 16), dtype=np.uint8)
-              for s, n in (("train", 8), ("val", 4), ("test", 2))}
-    arrays.update({f"{s}_labels": np.zeros((len(arrays[f"{s}_images"]), 1), np.uint8) for s in ("train", "val", "test")})
-    np.savez(tmp_path / "vol3d.npz", **arrays)
-    result = invoke("pretrain", "--data", tmp_path / "vol3d.npz", "--out", tmp_path / "run",
+    from tests.training.test_pretrain import write_volumes_npz
+
+    result = invoke("pretrain", "--data", write_volumes_npz(tmp_path), "--out", tmp_path / "run",
                     "--set", "pretrain.method=restore", "--set", "train.epochs=1", "--set", "train.precision=fp32")
     assert result.exit_code == 0, (result.output, result.exception)
     plan = json.loads((tmp_path / "run/plan.json").read_text())

@@ -170,13 +170,15 @@ class PretrainTask:
         self.views.seed(VAL_SEED)
         total, count = 0.0, 0
         for idx, x in self._batches(self.val, torch.arange(len(self.val))):
-            views = runtime.batch(self.views(x))  # outside autocast: MONAI's affine grid stays float32
-            with runtime.autocast():
-                z = model(views)
-            loss = self.loss(z, None)
-            total, count = total + float(loss) * len(idx), count + len(idx)
+            total, count = total + float(self._val_loss(model, runtime, x)) * len(idx), count + len(idx)
         model.train()
         return {"val_loss": total / count if count else float("nan")}
+
+    def _val_loss(self, model: nn.Module, runtime: Runtime, x: torch.Tensor) -> torch.Tensor:
+        views = runtime.batch(self.views(x))  # outside autocast: MONAI's affine grid stays float32
+        with runtime.autocast():
+            z = model(views)
+        return self.loss(z, None)
 
 
 class RestoreTask(PretrainTask):
@@ -198,19 +200,11 @@ class RestoreTask(PretrainTask):
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return self.criterion(outputs.float(), targets.float())
 
-    @torch.no_grad()
-    def validate(self, model: nn.Module, runtime: Runtime) -> dict[str, float]:
-        model.eval()
-        self.views.seed(VAL_SEED)
-        total, count = 0.0, 0
-        for idx, x in self._batches(self.val, torch.arange(len(self.val))):
-            x = x.float()
-            with runtime.autocast():
-                out = model(runtime.batch(self.views(x)))
-            total += float(self.loss(out, x.to(runtime.device))) * len(idx)
-            count += len(idx)
-        model.train()
-        return {"val_loss": total / count if count else float("nan")}
+    def _val_loss(self, model: nn.Module, runtime: Runtime, x: torch.Tensor) -> torch.Tensor:
+        x = x.float()
+        with runtime.autocast():
+            out = model(runtime.batch(self.views(x)))
+        return self.loss(out, x.to(runtime.device))
 
     def after_training(self, run_dir: Path) -> None:
         """``RUN/restoration.png``: a few val images distorted, restored by ``best.pt`` (fp32),
