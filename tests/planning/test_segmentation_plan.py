@@ -228,3 +228,17 @@ def test_2d_works_on_a_coarser_grid_when_the_budget_affords_few_passes_at_native
     assert "transforms.spacing" not in plan_segmentation(_fp(**busi), fixed)
     own = seg_config(model={"spatial_dims": 2}, train={"time_budget_minutes": 30}, transforms={"spacing": [1.0, 1.0]})
     assert "transforms.spacing" not in open_keys(own, plan_segmentation(_fp(**busi), own))
+
+
+def test_a_spacing_set_in_the_config_is_the_grid_the_patch_and_network_are_planned_on():
+    """BUSI at a 4x coarser grid set by the user (~118 x 140 px): the patch covers that grid, not
+    the native 473 x 562 px one, and the network pools it down to the usual deepest map."""
+    busi = _fp(shape_median=[473.0, 562.0], spacing_min=[1.0, 1.0], n=545)
+    cfg = seg_config(model={"spatial_dims": 2}, train={"time_budget_minutes": 30}, transforms={"spacing": [4.0, 4.0]})
+    plan = plan_segmentation(busi, cfg)
+    patch = plan["segmentation.patch_size"]
+    assert 118 <= patch[0] <= 128 and 140 <= patch[1] <= 160, patch
+    native = plan_segmentation(busi, seg_config(model={"spatial_dims": 2}, train={"epochs": 10}))
+    assert math.prod(native["segmentation.patch_size"]) > 3 * math.prod(patch)
+    deepest = np.array(patch) / np.prod(np.array(plan["model.options.strides"]), axis=0)
+    assert deepest.min() >= 4  # MIN_FEATURE

@@ -114,7 +114,9 @@ def plan_segmentation(fp: dict[str, Any], cfg: RunConfig, on_cpu: bool = True) -
     ``on_cpu``: 3D networks start at 16 filters instead of nnU-Net's 32 (a third of the time
     per step: three times the steps in a CPU's time budget)."""
     dims = int(cfg.model.spatial_dims or len(fp["shape_median"]))
-    spacing = _target_spacing(fp)
+    # the grid the cases are resampled to: a spacing in the config is the grid the net sees,
+    # so the patch, strides and steps are planned on it too
+    spacing = list(cfg.transforms.spacing) if cfg.transforms.spacing else _target_spacing(fp)
     factor = _coarsening(fp, cfg, dims, spacing)
     if factor > 1:
         spacing = [round(float(s) * factor, 4) for s in (spacing or fp["spacing_median"])]
