@@ -14,6 +14,10 @@ Names are imported on first use (module ``__getattr__``): ``import medsight`` lo
 
 __version__ = "0.1.0"
 
+from medsight.utils.startup import skip_transformers_in_monai  # noqa: E402
+
+skip_transformers_in_monai()
+
 _LAZY = {
     "train": "medsight.api.run",
     "load": "medsight.api.run",
