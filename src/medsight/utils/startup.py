@@ -11,12 +11,12 @@ import of transformers (peft's) is untouched.
 from __future__ import annotations
 
 import sys
-from importlib.abc import MetaPathFinder
 
 TRANSCHEX = "monai.networks.nets.transchex"
 
 
-class _NoTransformersForTransChex(MetaPathFinder):
+class _NoTransformersForTransChex:
+    # a meta path finder needs only find_spec (importlib.abc's base class costs ~40 ms to import)
     def find_spec(self, name, path=None, target=None):
         if name.partition(".")[0] == "transformers":
             loading = sys.modules.get(TRANSCHEX)
