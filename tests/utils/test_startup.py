@@ -17,7 +17,7 @@ print("transformers" in sys.modules, hasattr(nets, "DynUNet"), "torch" in sys.mo
 """
 
 
-def _run(code: str) -> str:
+def _run(code: str) -> list[str]:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
 
 
