@@ -3,7 +3,7 @@ when only 10%, 25% or 100% of the training labels are used.
 
     python bench/label_efficiency.py [--datasets fundus-dr busi] [--fractions 0.1 0.25 1]
         [--seeds 0 1 2] [--minutes 3] [--pretrain-minutes 8] [--compute total|finetune]
-        [--size 224] [--transfer] [--similar 5] [--quick] [--work DIR] [--json OUT] [--plot OUT.png]
+        [--size 224] [--pretrain-size PX] [--batch 16] [--transfer] [--similar 5] [--quick] [--work DIR] [--json OUT] [--plot OUT.png]
 
 Binary tasks, on the splits of the data sets' own benches (a set whose folder under
 --data-root is absent is skipped with a message):
@@ -33,7 +33,8 @@ Per data set:
 
 Every run of a data set uses one input size (--size: the long side in px; the median training
 image's aspect ratio, rounded to 32 px as the planner does), so fine-tuning sees what the
-encoder learnt on. --transfer adds, at the smallest fraction, the *other* data set's encoder
+encoder learnt on; --pretrain-size pretrains at another (the same network as the fine-tune
+plan's at --size, so every encoder weight loads). --transfer adds, at the smallest fraction, the *other* data set's encoder
 fine-tuned here (rows ``transfer_rows``, init ``transfer:<source>``).
 
 --similar K (5 by default; 0 skips it): similar-case search with three encoders, the
@@ -151,6 +152,16 @@ def train(csv_path: Path, minutes: float, out: Path, sets: list[str]) -> float:
     t0 = time.perf_counter()
     train_run(cfg, out)
     return time.perf_counter() - t0
+
+
+def pretrain_sets(cases: list[dict], side: int | None, size: list[int], sets: list[str]) -> list[str]:
+    """The pretraining's overrides: the fine-tune input size, or ``side`` with the network the
+    planner gives ``size`` (its width depends on the input size)."""
+    from medsight.planning.classification import planned_model
+
+    h, w = input_size(cases, side) if side else size
+    model = [f"{k}={v}" for k, v in planned_model(size).items()] if side else []
+    return [f"transforms.spatial_size=[{h},{w}]", "transforms.resize=fit", *model, *sets]
 
 
 def history(run: Path) -> list[dict]:
@@ -315,6 +326,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compute", choices=["total", "finetune"], default="total",
                    help="scratch's budget: fine-tune + pretrain minutes (total) or fine-tune minutes")
     p.add_argument("--size", type=int, default=224, help="input long side in px, for every run")
+    p.add_argument("--batch", type=int, default=16,
+                   help="batch of the runs with labels (the planner's for 224 px, 64, is one step an epoch on 10%%)")
+    p.add_argument("--pretrain-size", type=int, help="input long side for pretraining only (default: --size)")
     p.add_argument("--transfer", action="store_true", help="also fine-tune the other data set's encoder")
     p.add_argument("--quick", action="store_true", help="smoke run: " + json.dumps(QUICK))
     p.add_argument("--work", type=Path, help="runs and results, reused on rerun (default: a temporary folder)")
@@ -342,7 +356,8 @@ def main(argv: list[str] | None = None) -> int:
     fractions = sorted(set(args.fractions))
     scratch_minutes = args.minutes + (args.pretrain_minutes if args.compute == "total" else 0.0)
     result = {"rows": [], "transfer_rows": [], "similar": [], "pretrain": {}, "minutes": args.minutes,
-              "pretrain_minutes": args.pretrain_minutes, "compute": args.compute, "size": args.size,
+              "pretrain_minutes": args.pretrain_minutes, "compute": args.compute, "size": args.size, "batch": args.batch,
+              "pretrain_size": args.pretrain_size or args.size,
               "val": "full val split for every fraction", "cpu": cpu_description()}
     try:
         cases, sets = {}, {}
@@ -350,8 +365,10 @@ def main(argv: list[str] | None = None) -> int:
             cases[d] = DATASETS[d]((args.data_root / d).resolve())
             h, w = input_size(cases[d], args.size)
             sets[d] = [f"transforms.spatial_size=[{h},{w}]", "transforms.resize=fit", *args.set]
-            result["pretrain"][d] = pretrain(work / d, cases[d], args.pretrain_minutes, sets[d])
+            result["pretrain"][d] = pretrain(work / d, cases[d], args.pretrain_minutes,
+                                             pretrain_sets(cases[d], args.pretrain_size, [h, w], args.set))
         for d in present:
+            sets[d].insert(0, f"train.batch_size={args.batch}")  # the runs with labels; --set wins
             inits = {"pretrained": (args.minutes, [f"model.pretrained={result['pretrain'][d]['run']}"]),
                      "scratch": (scratch_minutes, [])}
             transfer = {f"transfer:{o}": (args.minutes, [f"model.pretrained={result['pretrain'][o]['run']}"])

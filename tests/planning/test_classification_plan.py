@@ -59,6 +59,15 @@ def test_large_images_keep_their_aspect_at_the_resolution_the_budget_affords():
     assert "transforms.spatial_size" not in mid and "transforms.resize" not in mid
 
 
+def test_a_size_set_in_the_config_is_the_one_the_network_and_batch_are_planned_for():
+    items = _items((1, 300, 400), n=6)  # planned alone: 288x384, a ResNet-18 of width 16
+    small, _ = _plan(items, transforms={"spatial_size": [48, 64]})
+    assert small["model.name"] == "resnet18-small" and small["model.options.width"] == 32
+    assert small["train.batch_size"] == 64 and "transforms.spatial_size" not in small
+    mid, _ = _plan(items, transforms={"spatial_size": [72, 96]})
+    assert mid["model.name"] == "resnet18" and mid["model.options.width"] == 24
+
+
 def test_ct_gets_a_window():
     ct_items = _items((1, 32, 32), dtype=np.float32)
     for it in ct_items:

@@ -86,7 +86,9 @@ def plan_classification(fp: dict[str, Any], cfg: RunConfig, minutes: float | Non
     """Planned values (dotted config keys); the caller keeps only those the config leaves empty."""
     dims = int(cfg.model.spatial_dims or fp["spatial_dims"])
     budget = float(minutes or cfg.train.time_budget_minutes or DEFAULT_MINUTES)
-    size = _input_size(fp, dims, budget)
+    given = cfg.transforms.spatial_size
+    # a size the config sets is the one the network and batch are planned for
+    size = [int(s) for s in given] if given and len(given) == dims else _input_size(fp, dims, budget)
     counts = [c for c in fp["class_counts"].values() if c > 0]
     planned: dict[str, Any] = {
         "model.spatial_dims": dims,
@@ -98,8 +100,7 @@ def plan_classification(fp: dict[str, Any], cfg: RunConfig, minutes: float | Non
         "transforms.augment": _augment(dims),
     }
     if cfg.model.name is None:  # a chosen model keeps its own options
-        planned["model.name"] = "resnet18-small" if max(size) <= SMALL_INPUT else "resnet18"
-        planned["model.options.width"] = _width(fp, dims, size)
+        planned.update(planned_model(size))
     if cfg.train.epochs is None:  # epochs and budget go together: the budget decides the epochs
         planned["train.epochs"] = 200
         planned["train.time_budget_minutes"] = budget
@@ -140,13 +141,13 @@ def _batch_size(dims: int, size: Sequence[int]) -> int:
     return int(max(16, min(64, 64 * 256**2 // math.prod(size))))
 
 
-def _width(fp: dict[str, Any], dims: int, size: Sequence[int]) -> int:
-    """Network width: 32 for small 2D inputs, narrower where each image costs more
-    (3D, or larger inputs), so a budget of minutes still holds tens of epochs."""
-    if dims == 3:
-        return 16
+def planned_model(size: Sequence[int]) -> dict[str, Any]:
+    """The planned network for an input size (2D or 3D): a 3x3-stem ResNet-18 for small inputs,
+    and a width of 32 for small 2D inputs, narrower where each image costs more (3D, or larger
+    inputs), so a budget of minutes still holds tens of epochs."""
     pixels = math.prod(size)
-    return 32 if pixels <= SMALL_INPUT**2 else 24 if pixels <= 96**2 else 16
+    width = 16 if len(size) == 3 else 32 if pixels <= SMALL_INPUT**2 else 24 if pixels <= 96**2 else 16
+    return {"model.name": "resnet18-small" if max(size) <= SMALL_INPUT else "resnet18", "model.options.width": width}
 
 
 def _augment(dims: int) -> dict[str, Any]:
