@@ -2,7 +2,7 @@
 when only 10%, 25% or 100% of the training labels are used.
 
     python bench/label_efficiency.py [--datasets fundus-dr busi] [--fractions 0.1 0.25 1]
-        [--seeds 0 1 2] [--minutes 3] [--pretrain-minutes 8] [--compute total|finetune]
+        [--seeds 0 1 2] [--inits pretrained scratch] [--minutes 3] [--pretrain-minutes 8] [--compute total|finetune]
         [--size 224] [--pretrain-size PX] [--batch 16] [--transfer] [--similar 5] [--quick] [--work DIR] [--json OUT] [--plot OUT.png]
 
 Binary tasks, on the splits of the data sets' own benches (a set whose folder under
@@ -323,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--minutes", type=float, default=3.0, help="fine-tuning budget per run")
     p.add_argument("--pretrain-minutes", type=float, default=8.0, help="pretraining budget per data set")
+    p.add_argument("--inits", nargs="+", choices=INITS, default=list(INITS),
+                   help="the arms to run (a bench in parts: results are kept by name under --work)")
     p.add_argument("--compute", choices=["total", "finetune"], default="total",
                    help="scratch's budget: fine-tune + pretrain minutes (total) or fine-tune minutes")
     p.add_argument("--size", type=int, default=224, help="input long side in px, for every run")
@@ -371,6 +373,7 @@ def main(argv: list[str] | None = None) -> int:
             sets[d].insert(0, f"train.batch_size={args.batch}")  # the runs with labels; --set wins
             inits = {"pretrained": (args.minutes, [f"model.pretrained={result['pretrain'][d]['run']}"]),
                      "scratch": (scratch_minutes, [])}
+            inits = {k: v for k, v in inits.items() if k in args.inits}
             transfer = {f"transfer:{o}": (args.minutes, [f"model.pretrained={result['pretrain'][o]['run']}"])
                         for o in present if args.transfer and o != d}
             for fraction in fractions:
