@@ -163,11 +163,13 @@ class TrainConfig(_Strict):
     # fine-tuning (training/finetune.py; planned when model.pretrained is set): which weights
     # train (linear: the head; partial: the last `partial_stages` stages and the head; lora:
     # low-rank adapters on a ViT's attention and MLP, with the head), each stage's learning
-    # rate scaled by layer_decay per stage below the head, and the head alone for head_epochs
+    # rate scaled by layer_decay per stage below the head, and the head alone for head_epochs,
+    # or for head_fraction of the epochs (fitted to the time budget): LP-FT, probe then fine-tune
     finetune: Optional[Literal["full", "linear", "partial", "lora"]] = None
     partial_stages: int = Field(2, ge=1)
     layer_decay: Optional[float] = Field(None, gt=0, le=1)
     head_epochs: Optional[int] = Field(None, ge=0)
+    head_fraction: Optional[float] = Field(None, ge=0, lt=1)
     lora_rank: int = Field(8, ge=1)
     lora_alpha: float = Field(16.0, gt=0)
     precision: Literal["auto", "bf16", "fp32"] = "auto"

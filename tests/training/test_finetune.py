@@ -54,11 +54,28 @@ def test_head_epochs_hold_the_body_at_rate_zero_then_release_it():
     assert all(g["lr"] == pytest.approx(0.1) for g in optimizer.param_groups)
 
 
+def test_a_head_fraction_holds_the_body_for_that_share_of_the_fitted_epochs_and_never_again():
+    model = _resnet()
+    cfg = TrainConfig(lr=0.1, head_fraction=0.4, warmup_epochs=0, epochs=10, schedule="none", optimizer="sgd")
+    planned = {"epochs": 10}  # what a time budget fits, refitted as the run goes
+    optimizer = make_optimizer(model, cfg)
+    scheduler = make_scheduler(optimizer, cfg, lambda: planned["epochs"])
+    body = []
+    for epoch in range(8):
+        body.append(optimizer.param_groups[-2]["lr"])  # layer4
+        assert optimizer.param_groups[-1]["lr"] == pytest.approx(0.1)  # the head always trains
+        if epoch == 5:
+            planned["epochs"] = 20  # a faster machine: 40% of 20 would be 8, but the body was released
+        optimizer.step()
+        scheduler.step()
+    assert body == pytest.approx([0.0] * 4 + [0.1] * 4)
+
+
 def test_the_plan_fine_tunes_gently_from_pretrained_weights(tmp_path):
     assert plan_finetune(tiny_config(), {"train.lr": 1e-3}) == {}
     cnn = plan_finetune(tiny_config(model={"pretrained": str(tmp_path)}), {"train.lr": 1e-3})
     assert cnn == {"train.finetune": "full", "train.lr": pytest.approx(1e-4), "train.head_epochs": 1,
-                   "train.warmup_epochs": 2, "train.layer_decay": 1.0}
+                   "train.head_fraction": 0.0, "train.warmup_epochs": 2, "train.layer_decay": 1.0}
     vit = plan_finetune(tiny_config(model={"name": "vit", "pretrained": str(tmp_path)}), {"train.lr": 1e-3})
     assert vit["train.layer_decay"] == 0.75
     linear = plan_finetune(tiny_config(model={"pretrained": str(tmp_path)}, train={"finetune": "linear"}),
@@ -119,7 +136,9 @@ def test_an_encoder_from_medsight_pretrain_fine_tunes_at_the_full_rate(tmp_path)
     # self-supervised features are a start: a tenth of the rate froze them (BUSI, see the rule)
     (tmp_path / "plan.json").write_text(json.dumps({"task": "pretrain"}))
     ssl = plan_finetune(tiny_config(model={"pretrained": str(tmp_path)}), {"train.lr": 1e-3})
-    assert ssl["train.lr"] == 1e-3 and ssl["train.head_epochs"] == 1 and ssl["train.warmup_epochs"] == 2
+    assert ssl["train.lr"] == 1e-3 and ssl["train.warmup_epochs"] == 2
+    # and a linear probe first (LP-FT): one head epoch let the first full-rate steps wreck the features
+    assert ssl["train.head_epochs"] == 0 and ssl["train.head_fraction"] == 0.4
     (tmp_path / "plan.json").write_text(json.dumps({"task": "classification"}))  # a supervised run
     assert plan_finetune(tiny_config(model={"pretrained": str(tmp_path)}), {"train.lr": 1e-3})["train.lr"] \
         == pytest.approx(1e-4)

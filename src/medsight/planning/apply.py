@@ -56,7 +56,8 @@ def apply_plan(cfg: RunConfig, planned: Mapping[str, Any]) -> RunConfig:
 # What an empty training key means when nothing planned it (e.g. a Trainer built by hand).
 TRAIN_DEFAULTS = {"epochs": 20, "batch_size": 64, "optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0,
                   "schedule": "cosine", "warmup_epochs": 0, "class_weights": "none", "monitor": "val_loss",
-                  "finetune": "full", "layer_decay": 1.0, "head_epochs": 0}
+                  "finetune": "full", "layer_decay": 1.0, "head_epochs": 0,
+                  "head_fraction": 0.0}
 
 
 def train_defaults(cfg: TrainConfig) -> TrainConfig:

@@ -15,6 +15,12 @@ head is still random. So, unless the config says otherwise:
   classifier, ``medsight pretrain``) leaves the whole decoder as fresh as the head, and a head
   over a frozen random decoder cannot fit (a U-Net from ``pretrain.method: restore`` has its
   decoder, but a self-supervised start, like the rate above, trains whole from the first epoch);
+- ``train.head_fraction: 0.4`` instead for a classifier from a ``medsight pretrain`` encoder:
+  the head alone for the first 40% of the epochs, then every weight (LP-FT, Kumar et al. 2022:
+  a linear probe, then fine-tuning). One epoch of head was not enough: the first full-rate
+  steps under a barely fitted head wrecked the features. fundus-dr referable DR, 42 labelled
+  eyes, 3 seeds, the same encoder: test AUC 0.605 with one head epoch, 0.706 with 40%, 0.726
+  with the head alone throughout, 0.597 from scratch (README: Label efficiency);
 - ``train.warmup_epochs: 2``: then the rate rises over two epochs;
 - ``train.layer_decay: 0.75`` for transformers (BEiT's and MAE's value for ViT-B: each block
   below the head learns at 0.75x the rate of the one above), 1.0 for CNNs, whose few stages
@@ -34,6 +40,7 @@ from medsight.models.registry import model_spec
 
 LR_FACTOR = 0.1
 HEAD_EPOCHS = 1
+SELF_SUPERVISED_HEAD_FRACTION = 0.4
 WARMUP_EPOCHS = 2
 TRANSFORMER_DECAY = 0.75
 TRANSFORMERS = ("vit", "swinunetr", "unetr", "timm:vit", "timm:deit", "timm:swin", "timm:eva")
@@ -50,10 +57,12 @@ def plan_finetune(cfg: RunConfig, planned: Mapping[str, Any]) -> dict[str, Any]:
     new_weights_only = mode in ("linear", "lora")
     source = source_task(Path(cfg.model.pretrained))
     fresh_decoder = bool(name) and model_spec(name).task == "segmentation" and source != "segmentation"
+    probe_first = source == "pretrain" and not (new_weights_only or fresh_decoder)  # LP-FT
     return {
         "train.finetune": mode,
         "train.lr": lr if new_weights_only or source == "pretrain" else round(lr * LR_FACTOR, 8),
-        "train.head_epochs": 0 if new_weights_only or fresh_decoder else HEAD_EPOCHS,
+        "train.head_epochs": 0 if new_weights_only or fresh_decoder or probe_first else HEAD_EPOCHS,
+        "train.head_fraction": SELF_SUPERVISED_HEAD_FRACTION if probe_first else 0.0,
         "train.warmup_epochs": WARMUP_EPOCHS,
         "train.layer_decay": TRANSFORMER_DECAY if name.startswith(TRANSFORMERS) and mode != "lora" else 1.0,
     }

@@ -2,9 +2,10 @@
 
 Fine-tuning (``training/finetune.py``) adds two things here, both by parameter group: with
 ``train.layer_decay`` below 1 each stage of the net (``models/stages.py``) is its own group,
-its rate scaled by ``layer_decay ** (stages above it)``; with ``train.head_epochs`` the groups
-below the head have a rate of 0 for those first epochs (the head trains alone; gradients still
-flow, so DistributedDataParallel sees every parameter used).
+its rate scaled by ``layer_decay ** (stages above it)``; with ``train.head_epochs`` (or
+``train.head_fraction`` of the epochs) the groups below the head have a rate of 0 for those first
+epochs (the head trains alone; gradients still flow, so DistributedDataParallel sees every
+parameter used).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
 def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
     """The trainable parameters as optimiser groups: one group, or one per stage (layer decay or
     head-first); each group carries ``head`` (the last stage) for the schedule."""
-    decay, head_first = float(cfg.layer_decay or 1.0), bool(cfg.head_epochs)
+    decay, head_first = float(cfg.layer_decay or 1.0), bool(cfg.head_epochs or cfg.head_fraction)
     named = {n: p for n, p in model.named_parameters() if p.requires_grad}
     if decay == 1.0 and not head_first:
         return [{"params": list(named.values()), "head": True}]
@@ -54,13 +55,13 @@ def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
 
 def lr_factor(epoch: int, cfg: TrainConfig, epochs: int | None = None, head: bool = True) -> float:
     """Multiplier of the base learning rate for a 0-based epoch of ``epochs`` (default: the
-    config's); 0 for a group below the head during ``train.head_epochs``."""
+    config's); 0 for a group below the head during the head-alone epochs (``head_epochs``)."""
     from medsight.planning.apply import train_defaults
 
     cfg = train_defaults(cfg)
-    if not head and epoch < cfg.head_epochs:
-        return 0.0
     epochs = cfg.epochs if epochs is None else epochs
+    if not head and epoch < head_epochs(cfg, epochs):
+        return 0.0
     if epoch < cfg.warmup_epochs:
         return (epoch + 1) / (cfg.warmup_epochs + 1)
     if cfg.schedule == "cosine":
@@ -71,10 +72,22 @@ def lr_factor(epoch: int, cfg: TrainConfig, epochs: int | None = None, head: boo
     return 1.0
 
 
+def head_epochs(cfg: TrainConfig, epochs: int) -> int:
+    """The first epochs in which the head trains alone: ``head_epochs``, or ``head_fraction`` of ``epochs``."""
+    return max(int(cfg.head_epochs or 0), math.ceil(float(cfg.head_fraction or 0.0) * epochs))
+
+
 def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig,
                    epochs: Callable[[], int] | None = None):
     """LambdaLR over ``lr_factor`` per group; ``epochs`` gives the current planned length (time budgets)."""
     def factor(head: bool):
-        return lambda e: lr_factor(e, cfg, epochs() if epochs else None, head)
+        released = head  # once the body trains it keeps training, however the epochs are refitted
+
+        def rate(e: int) -> float:
+            nonlocal released
+            value = lr_factor(e, cfg, epochs() if epochs else None, released)
+            released = released or value > 0
+            return value
+        return rate
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, [factor(g.get("head", True)) for g in optimizer.param_groups])
