@@ -149,6 +149,12 @@ def test_label_efficiency_summary_ci_and_verdicts():
     rows = [{"dataset": "busi", "fraction": f, "init": i, "auc": a} for f, i, a in
             ((0.1, "pretrained", 0.80), (0.1, "scratch", 0.70), (1.0, "pretrained", 0.85), (1.0, "scratch", 0.87))]
     assert [(v["fraction"], v["met"]) for v in le.verdicts(rows)] == [(0.1, True), (1.0, False)]
+    assert [v["need"] for v in le.verdicts(rows[2:])] == [-0.01]  # 100% alone: only "no worse"
+    half = {**run, "test": {**test, "p": [0.1, 0.8, 0.3, 0.7, 0.2, 0.9]}}  # AUC 7/9
+    tests = {("busi", 0.1, "pretrained"): (test["label"], [perfect["test"]["p"]]),
+             ("busi", 0.1, "scratch"): (test["label"], [half["test"]["p"]])}
+    lo, hi = le.verdicts(rows, tests)[0]["gain_ci"]  # paired: the same resamples for both arms
+    assert 0.0 <= lo <= 2 / 9 <= hi <= 1.0 and hi > lo
 
 
 def test_label_efficiency_skips_without_its_data(tmp_path):
