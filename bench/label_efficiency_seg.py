@@ -50,6 +50,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import busi  # noqa: E402
 import label_efficiency as le  # noqa: E402
+from label_efficiency_stats import targets  # noqa: E402
 
 GRID = ["transforms.spacing=[3.0,3.0]", "segmentation.patch_size=[160,192]"]
 ENCODER = "efficientnet-b0"  # FlexibleUNet's default backbone, under the same names
@@ -120,9 +121,8 @@ def summarise(fraction: float, init: str, seeds: list[int], results: list[dict])
 def verdicts(rows: list[dict]) -> list[dict]:
     """Issue 17's targets for Dice: +0.05 at the smallest fraction, no worse at 100%."""
     dice = {(r["fraction"], r["init"]): r["dice"] for r in rows}
-    fractions = sorted({r["fraction"] for r in rows})
     out = []
-    for fraction, need in dict([(fractions[0], le.TARGET_GAIN), (1.0, -le.NO_WORSE)]).items():
+    for fraction, need in targets(sorted({r["fraction"] for r in rows})):
         p, s = dice.get((fraction, "pretrained")), dice.get((fraction, "scratch"))
         if p is not None and s is not None:
             out.append({"fraction": fraction, "gain": round(p - s, 4), "need": need, "met": bool(p - s >= need)})
