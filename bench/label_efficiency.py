@@ -233,8 +233,11 @@ def print_table(result: dict) -> None:
         goal = f">= +{v['need']:.2f}" if v["need"] > 0 else f">= {v['need']:.2f} (no worse)"
         ci = v.get("gain_ci", [None, None])
         ci = "" if ci[0] is None else f" [{ci[0]:+.3f}, {ci[1]:+.3f}]"
+        seeds = v.get("gain_per_seed", {})
+        seeds = (f"; per seed {', '.join(f'{g:+.3f}' for g in seeds.values())}, "
+                 f"{sum(g >= v['need'] for g in seeds.values())} of {len(seeds)} meeting it") if seeds else ""
         print(f"target {v['dataset']} at {v['fraction']:.0%}: pretrained - scratch = {v['gain']:+.3f} AUC{ci}, "
-              f"needs {goal}: {'MET' if v['met'] else 'NOT MET'} (on the seed means)")
+              f"needs {goal}: {'MET' if v['met'] else 'NOT MET'} (on the seed means{seeds})")
     if result.get("similar"):
         similar_agreement.print_rows(result["similar"])
 

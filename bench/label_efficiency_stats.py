@@ -64,9 +64,11 @@ def targets(fractions: list[float]) -> list[tuple[float, float]]:
 
 
 def verdicts(rows: list[dict], tests: dict[tuple, tuple] | None = None) -> list[dict]:
-    """The targets per data set, on the seed means; with ``tests`` ((dataset, fraction, init) ->
+    """The targets per data set, on the seed means, with the gain on each seed's subset; with ``tests`` ((dataset, fraction, init) ->
     (labels, p per seed)), the gain's 95% CI by paired case bootstrap."""
     auc = {(r["dataset"], r["fraction"], r["init"]): r["auc"] for r in rows}
+    per_seed = {(r["dataset"], r["fraction"], r["init"]): dict(zip(r.get("seeds", []), r.get("auc_per_seed", [])))
+                for r in rows}
     out = []
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
         for fraction, need in targets(sorted({r["fraction"] for r in rows if r["dataset"] == dataset})):
@@ -75,6 +77,10 @@ def verdicts(rows: list[dict], tests: dict[tuple, tuple] | None = None) -> list[
                 continue
             verdict = {"dataset": dataset, "fraction": fraction, "gain": round(p - s, 4), "need": need,
                        "met": bool(p - s >= need)}
+            pp, ss = per_seed[dataset, fraction, "pretrained"], per_seed[dataset, fraction, "scratch"]
+            paired = [k for k in pp if k in ss and pp[k] is not None and ss[k] is not None]
+            if paired:  # a seed draws the same label subset for both arms
+                verdict["gain_per_seed"] = {str(k): round(pp[k] - ss[k], 4) for k in paired}
             if tests and (dataset, fraction, "scratch") in tests:
                 gain = (seed_mean_draws(*tests[dataset, fraction, "pretrained"])
                         - seed_mean_draws(*tests[dataset, fraction, "scratch"]))

@@ -150,6 +150,9 @@ def test_label_efficiency_summary_ci_and_verdicts():
             ((0.1, "pretrained", 0.80), (0.1, "scratch", 0.70), (1.0, "pretrained", 0.85), (1.0, "scratch", 0.87))]
     assert [(v["fraction"], v["met"]) for v in le.verdicts(rows)] == [(0.1, True), (1.0, False)]
     assert [v["need"] for v in le.verdicts(rows[2:])] == [-0.01]  # 100% alone: only "no worse"
+    rows[0].update(seeds=[0, 1], auc_per_seed=[0.9, 0.7])
+    rows[1].update(seeds=[1, 2], auc_per_seed=[0.75, 0.6])
+    assert le.verdicts(rows)[0]["gain_per_seed"] == {"1": -0.05}  # only the seed both arms ran
     half = {**run, "test": {**test, "p": [0.1, 0.8, 0.3, 0.7, 0.2, 0.9]}}  # AUC 7/9
     tests = {("busi", 0.1, "pretrained"): (test["label"], [perfect["test"]["p"]]),
              ("busi", 0.1, "scratch"): (test["label"], [half["test"]["p"]])}
