@@ -64,8 +64,9 @@ def targets(fractions: list[float]) -> list[tuple[float, float]]:
 
 
 def verdicts(rows: list[dict], tests: dict[tuple, tuple] | None = None) -> list[dict]:
-    """The targets per data set, on the seed means, with the gain on each seed's subset; with ``tests`` ((dataset, fraction, init) ->
-    (labels, p per seed)), the gain's 95% CI by paired case bootstrap."""
+    """The targets per data set, on the seed means, with the gain on each seed's subset; with
+    ``tests`` ((dataset, fraction, init) -> (labels, p per seed)), the gain's 95% CI by paired
+    case bootstrap."""
     auc = {(r["dataset"], r["fraction"], r["init"]): r["auc"] for r in rows}
     per_seed = {(r["dataset"], r["fraction"], r["init"]): dict(zip(r.get("seeds", []), r.get("auc_per_seed", [])))
                 for r in rows}
