@@ -72,7 +72,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import busi  # noqa: E402
 import fundus  # noqa: E402
 import similar_agreement  # noqa: E402
-from label_efficiency_stats import summarise, verdicts  # noqa: E402
+from label_efficiency_stats import judged, summarise, verdicts  # noqa: E402
 
 DATA_ROOT = ROOT.parent / "shared" / "data"
 INITS = ("pretrained", "scratch")
@@ -230,14 +230,15 @@ def print_table(result: dict) -> None:
         print(f"pretrain {name}: {p['images']} images, {p['epochs']} epochs in {p['seconds']:.0f} s, "
               f"contrastive val loss {p['val_loss_first']:.3f} -> {p['val_loss_last']:.3f}")
     for v in result["verdicts"]:
-        goal = f">= +{v['need']:.2f}" if v["need"] > 0 else f">= {v['need']:.2f} (no worse)"
         ci = v.get("gain_ci", [None, None])
         ci = "" if ci[0] is None else f" [{ci[0]:+.3f}, {ci[1]:+.3f}]"
         seeds = v.get("gain_per_seed", {})
-        seeds = (f"; per seed {', '.join(f'{g:+.3f}' for g in seeds.values())}, "
-                 f"{sum(g >= v['need'] for g in seeds.values())} of {len(seeds)} meeting it") if seeds else ""
-        print(f"target {v['dataset']} at {v['fraction']:.0%}: pretrained - scratch = {v['gain']:+.3f} AUC{ci}, "
-              f"needs {goal}: {'MET' if v['met'] else 'NOT MET'} (on the seed means{seeds})")
+        meeting = "" if v["need"] is None else \
+            f", {sum(g >= v['need'] for g in seeds.values())} of {len(seeds)} meeting it"
+        seeds = f"; per seed {', '.join(f'{g:+.3f}' for g in seeds.values())}{meeting}" if seeds else ""
+        kind = "gain" if v["need"] is None else "target"
+        print(f"{kind} {v['dataset']} at {v['fraction']:.0%}: pretrained - scratch = {v['gain']:+.3f} AUC{ci}, "
+              f"{judged(v)} (on the seed means{seeds})")
     if result.get("similar"):
         similar_agreement.print_rows(result["similar"])
 

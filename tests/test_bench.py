@@ -150,6 +150,11 @@ def test_label_efficiency_summary_ci_and_verdicts():
             ((0.1, "pretrained", 0.80), (0.1, "scratch", 0.70), (1.0, "pretrained", 0.85), (1.0, "scratch", 0.87))]
     assert [(v["fraction"], v["met"]) for v in le.verdicts(rows)] == [(0.1, True), (1.0, False)]
     assert [v["need"] for v in le.verdicts(rows[2:])] == [-0.01]  # 100% alone: only "no worse"
+    quarter = [{**r, "fraction": 0.25} for r in rows[:2]]  # between the targets: the gain alone
+    assert [(v["fraction"], v["need"], v["met"]) for v in le.verdicts(quarter + rows)] == \
+        [(0.1, 0.05, True), (0.25, None, None), (1.0, -0.01, False)]
+    assert [v["need"] for v in le.verdicts(quarter)] == [None]  # 25% is not the few-label target
+    assert "no target" in le.judged({"need": None, "met": None}) and "NOT MET" in le.judged(le.verdicts(rows)[1])
     rows[0].update(seeds=[0, 1], auc_per_seed=[0.9, 0.7])
     rows[1].update(seeds=[1, 2], auc_per_seed=[0.75, 0.6])
     assert le.verdicts(rows)[0]["gain_per_seed"] == {"1": -0.05}  # only the seed both arms ran
