@@ -51,7 +51,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import busi  # noqa: E402
 import label_efficiency as le  # noqa: E402
-from label_efficiency_stats import judged, targets  # noqa: E402
+from label_efficiency_stats import judged  # noqa: E402
+from label_efficiency_stats import verdicts as shared_verdicts  # noqa: E402
 
 GRID = ["transforms.spacing=[3.0,3.0]", "segmentation.patch_size=[160,192]"]
 ENCODER = "efficientnet-b0"  # FlexibleUNet's default backbone, under the same names
@@ -120,15 +121,8 @@ def summarise(fraction: float, init: str, seeds: list[int], results: list[dict])
 
 
 def verdicts(rows: list[dict]) -> list[dict]:
-    """Issue 17's targets for Dice (``targets``): +0.05 at 10%, no worse at 100%."""
-    dice = {(r["fraction"], r["init"]): r["dice"] for r in rows}
-    out = []
-    for fraction, need in targets(sorted({r["fraction"] for r in rows})):
-        p, s = dice.get((fraction, "pretrained")), dice.get((fraction, "scratch"))
-        if p is not None and s is not None:
-            out.append({"fraction": fraction, "gain": round(p - s, 4), "need": need,
-                        "met": None if need is None else bool(p - s >= need)})
-    return out
+    """Issue 17's targets read for Dice: +0.05 at 10%, no worse at 100% (the AUC bench's rule)."""
+    return shared_verdicts(rows, metric="dice")
 
 
 def print_table(result: dict) -> None:

@@ -72,12 +72,12 @@ def judged(verdict: dict) -> str:
     return f"needs {goal}: {'MET' if verdict['met'] else 'NOT MET'}"
 
 
-def verdicts(rows: list[dict], tests: dict[tuple, tuple] | None = None) -> list[dict]:
-    """The targets per data set, on the seed means, with the gain on each seed's subset; with
-    ``tests`` ((dataset, fraction, init) -> (labels, p per seed)), the gain's 95% CI by paired
-    case bootstrap."""
-    auc = {(r["dataset"], r["fraction"], r["init"]): r["auc"] for r in rows}
-    per_seed = {(r["dataset"], r["fraction"], r["init"]): dict(zip(r.get("seeds", []), r.get("auc_per_seed", [])))
+def verdicts(rows: list[dict], tests: dict[tuple, tuple] | None = None, metric: str = "auc") -> list[dict]:
+    """The targets per data set, on the seed means of ``metric``, with the gain on each seed's
+    subset; with ``tests`` ((dataset, fraction, init) -> (labels, p per seed)), the gain's 95% CI
+    by paired case bootstrap."""
+    auc = {(r["dataset"], r["fraction"], r["init"]): r[metric] for r in rows}
+    per_seed = {(r["dataset"], r["fraction"], r["init"]): dict(zip(r.get("seeds", []), r.get(f"{metric}_per_seed", [])))
                 for r in rows}
     out = []
     for dataset in dict.fromkeys(r["dataset"] for r in rows):

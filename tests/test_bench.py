@@ -184,7 +184,7 @@ def test_segmentation_label_efficiency_summary_ci_and_verdicts():
     assert les.summarise(0.1, "pretrained", [0], [one])["dice_ci"] != [0.5, 0.5]
     with pytest.raises(RuntimeError, match="different cases"):
         les.summarise(0.1, "scratch", [0, 1], [one, {**other, "test": {"case": cases[::-1], "dice": [0] * 4}}])
-    rows = [{"fraction": f, "init": i, "dice": d} for f, i, d in
+    rows = [{"dataset": "busi", "fraction": f, "init": i, "dice": d} for f, i, d in
             ((0.1, "pretrained", 0.60), (0.1, "scratch", 0.50), (0.1, "planned", 0.9),
              (1.0, "pretrained", 0.70), (1.0, "scratch", 0.72))]
     assert [(v["fraction"], v["met"]) for v in les.verdicts(rows)] == [(0.1, True), (1.0, False)]
