@@ -144,6 +144,30 @@ def test_an_encoder_from_medsight_pretrain_fine_tunes_at_the_full_rate(tmp_path)
         == pytest.approx(1e-4)
 
 
+def test_a_self_supervised_encoder_with_a_few_dozen_labels_is_probed_not_fine_tuned(tmp_path):
+    # 42-45 labels: the probe matched or beat LP-FT with a smaller spread; 104+: it lost on BUSI
+    from medsight.planning.classification import fingerprint, plan_classification
+    from medsight.planning.finetune import PROBE_ONLY_BELOW
+    from tests.planning.test_classification_plan import _items
+
+    (tmp_path / "plan.json").write_text(json.dumps({"task": "pretrain"}))
+    cfg = tiny_config(model={"pretrained": str(tmp_path)})
+    few = plan_finetune(cfg, {"train.lr": 1e-3}, n_cases=PROBE_ONLY_BELOW - 1)
+    assert few["train.finetune"] == "linear" and few["train.lr"] == 1e-3
+    assert few["train.head_fraction"] == 0.0 and few["train.head_epochs"] == 0
+    many = plan_finetune(cfg, {"train.lr": 1e-3}, n_cases=PROBE_ONLY_BELOW)
+    assert many["train.finetune"] == "full" and many["train.head_fraction"] == 0.4
+    chosen = tiny_config(model={"pretrained": str(tmp_path)}, train={"finetune": "full"})
+    assert plan_finetune(chosen, {"train.lr": 1e-3}, n_cases=10)["train.head_fraction"] == 0.4  # the config wins
+    (tmp_path / "plan.json").write_text(json.dumps({"task": "classification"}))  # supervised: one head epoch
+    assert plan_finetune(cfg, {"train.lr": 1e-3}, n_cases=10)["train.finetune"] == "full"
+    (tmp_path / "plan.json").write_text(json.dumps({"task": "pretrain"}))
+    for n, mode in ((40, "linear"), (PROBE_ONLY_BELOW + 6, "full")):  # the planner counts the training cases
+        items = _items((1, 28, 28), n=n)
+        planned = plan_classification(fingerprint(items, ["a", "b"]), cfg)
+        assert planned["train.finetune"] == mode, n
+
+
 @pytest.mark.parametrize("task, head_epochs", [("pretrain", 0), ("classification", 0), ("segmentation", 1)])
 def test_a_segmentation_net_from_an_encoder_trains_its_fresh_decoder_from_the_start(tmp_path, task, head_epochs):
     (tmp_path / "plan.json").write_text(json.dumps({"task": task}))
