@@ -25,14 +25,15 @@ head is still random. So, unless the config says otherwise:
   over a frozen random decoder cannot fit (a U-Net from ``pretrain.method: restore`` has its
   decoder, but a self-supervised start, like the rate above, trains whole from the first epoch);
 - ``train.head_fraction: 0.4`` instead for a classifier from a ``medsight pretrain`` encoder
-  with ``PROBE_ONLY_BELOW`` labelled cases or more: the head alone for the first 40% of the epochs, then every weight (LP-FT, Kumar et al. 2022:
-  a linear probe, then fine-tuning). One epoch of head was not enough: the first full-rate
-  steps under a barely fitted head wrecked the features. fundus-dr referable DR, 42 labelled
-  eyes, 3 seeds, the same encoder: test AUC 0.605 with one head epoch, 0.689 with 40% (0.706
-  with 60 of ~155 epochs), 0.726 with the head alone throughout, 0.597 from scratch; with all
-  420 labels 0.807 against scratch's 0.816. On BUSI with all 452 labels, 3-minute fine-tunes
-  gave 0.824 (0.839 with 10% head-alone) against 0.899 for 11 minutes from scratch: mostly the
-  pretraining's 8 minutes, not the probe (README: Label efficiency);
+  with ``PROBE_ONLY_BELOW`` labelled cases or more: the head alone for the first 40% of the
+  epochs, then every weight (LP-FT, Kumar et al. 2022: a linear probe, then fine-tuning). One
+  epoch of head was not enough: the first full-rate steps under a barely fitted head wrecked the
+  features. fundus-dr referable DR, 42 labelled eyes, 3 seeds, the same encoder: test AUC 0.605
+  with one head epoch, 0.689 with 40% (0.706 with 60 of ~155 epochs), 0.726 with the head alone
+  throughout, 0.597 from scratch; with all 420 labels 0.807 against scratch's 0.816. On BUSI
+  with all 452 labels, 3-minute fine-tunes gave 0.824 (0.839 with 10% head-alone) against 0.899
+  for 11 minutes from scratch: mostly the pretraining's 8 minutes, not the probe (README: Label
+  efficiency);
 - ``train.warmup_epochs: 2``: then the rate rises over two epochs;
 - ``train.layer_decay: 0.75`` for transformers (BEiT's and MAE's value for ViT-B: each block
   below the head learns at 0.75x the rate of the one above), 1.0 for CNNs, whose few stages
@@ -51,7 +52,7 @@ from medsight.models.pretrained import source_task
 from medsight.models.registry import model_spec
 
 LR_FACTOR = 0.1
-PROBE_ONLY_BELOW = 64  # labelled cases: between the 45 where a probe matched LP-FT and the 104 where it lost
+PROBE_ONLY_BELOW = 64  # labelled cases; the probe matched LP-FT at 45 and lost at 104 (BUSI)
 HEAD_EPOCHS = 1
 SELF_SUPERVISED_HEAD_FRACTION = 0.4
 WARMUP_EPOCHS = 2
