@@ -256,13 +256,19 @@ def _misfit(model: nn.Module, state, target, new, mismatch, fit: float) -> str:
             f"the model {next(iter(target))!r})")
 
 
-def source_task(source: Path) -> str | None:
-    """The task in a medsight run folder's plan (``pretrain`` for an encoder), else None."""
+def source_plan(source: Path) -> dict:
+    """A medsight run folder's plan, or {} for a weights file (or an unreadable plan)."""
     plan = source / "plan.json"
     if not (source.is_dir() and plan.is_file()):
-        return None
+        return {}
     try:
-        task = json.loads(plan.read_text()).get("task")
-    except (ValueError, OSError, AttributeError):
-        return None
+        found = json.loads(plan.read_text())
+    except (ValueError, OSError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def source_task(source: Path) -> str | None:
+    """The task in a medsight run folder's plan (``pretrain`` for an encoder), else None."""
+    task = source_plan(source).get("task")
     return str(task) if task else None

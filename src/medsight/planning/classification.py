@@ -112,7 +112,7 @@ def plan_classification(fp: dict[str, Any], cfg: RunConfig, minutes: float | Non
         planned["transforms.spatial_size"] = size
         if dims == 2 and max(size) > SMALL_INPUT:
             planned["transforms.resize"] = "fit"  # keep the aspect ratio, pad the rest
-    planned.update(plan_finetune(cfg, planned, int(fp["n_cases"])))  # model.pretrained: a gentler start
+    planned.update(plan_finetune(cfg, planned, fp))  # model.pretrained: a gentler start
     return planned
 
 

@@ -4,15 +4,17 @@ Pretrained weights are already good; large steps at the start would wreck them w
 head is still random. So, unless the config says otherwise:
 
 - ``train.finetune: full`` (every weight trains), but ``linear`` (the head alone) for a
-  classifier from a ``medsight pretrain`` encoder with fewer than ``PROBE_ONLY_BELOW`` labelled
-  training cases: a few dozen labels cannot retrain a body without overfitting it. At 10% of the
+  classifier from a ``medsight pretrain`` encoder of images like these (the same channels,
+  modality and dimensions in both runs' fingerprints) with fewer than ``PROBE_ONLY_BELOW``
+  labelled training cases: a few dozen labels cannot retrain a body without overfitting it. At 10% of the
   labels (3-minute runs, 5 seeds, the same encoder and subsets), fundus-dr referable DR (42 eyes)
   gave test AUC 0.715 against LP-FT's 0.675 and scratch's 0.616, and BUSI (45 images) 0.704
   against 0.711 and 0.677; the probe had the smaller spread on both (worst seed 0.579 and 0.675
   against 0.534 and 0.663). At 25% (104 and 113 cases) it stayed ahead on fundus-dr (0.754
   against 0.737) but fell behind on BUSI (0.70 against 0.78, whose weaker encoder needs
   fine-tuning); from ``PROBE_ONLY_BELOW`` cases on, such a classifier gets the LP-FT below
-  (README: Label efficiency);
+  (README: Label efficiency). An encoder of other images must adapt: probed, BUSI's encoder gave
+  fundus-dr 0.486 and fundus-dr's gave BUSI 0.572, against 0.595 and 0.648 with LP-FT;
 - ``train.lr``: a tenth of the from-scratch rate for ``full`` and ``partial``; the rate stays
   for ``linear`` and ``lora``, which train new weights only (a head, adapters that start at zero),
   and for an encoder from ``medsight pretrain``: self-supervised features are a start, not an
@@ -48,7 +50,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from medsight.config import RunConfig
-from medsight.models.pretrained import source_task
+from medsight.models.pretrained import source_plan
 from medsight.models.registry import model_spec
 
 LR_FACTOR = 0.1
@@ -61,16 +63,19 @@ TRANSFORMERS = ("vit", "swinunetr", "unetr", "timm:vit", "timm:deit", "timm:swin
 FROM_SCRATCH_LR = 1e-3  # when the task's planner chose none
 
 
-def plan_finetune(cfg: RunConfig, planned: Mapping[str, Any], n_cases: int | None = None) -> dict[str, Any]:
+def plan_finetune(cfg: RunConfig, planned: Mapping[str, Any],
+                  fingerprint: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Planned fine-tuning keys (added to the task planner's), or nothing without ``model.pretrained``;
-    ``n_cases``: the labelled training cases, when the planner knows them."""
+    ``fingerprint``: the classification planner's, of the training split."""
     if cfg.model.pretrained is None:
         return {}
     name = str(cfg.model.name or planned.get("model.name") or "")
-    source = source_task(Path(cfg.model.pretrained))
+    plan = source_plan(Path(cfg.model.pretrained))
+    source = plan.get("task")
     fresh_decoder = bool(name) and model_spec(name).task == "segmentation" and source != "segmentation"
-    few_labels = n_cases is not None and n_cases < PROBE_ONLY_BELOW
-    mode = cfg.train.finetune or ("linear" if source == "pretrain" and few_labels and not fresh_decoder else "full")
+    probe_only = (source == "pretrain" and not fresh_decoder and fingerprint is not None
+                  and fingerprint["n_cases"] < PROBE_ONLY_BELOW and alike(plan.get("fingerprint"), fingerprint))
+    mode = cfg.train.finetune or ("linear" if probe_only else "full")
     lr = float(planned.get("train.lr") or FROM_SCRATCH_LR)
     new_weights_only = mode in ("linear", "lora")
     probe_first = source == "pretrain" and not (new_weights_only or fresh_decoder)  # LP-FT
@@ -82,3 +87,9 @@ def plan_finetune(cfg: RunConfig, planned: Mapping[str, Any], n_cases: int | Non
         "train.warmup_epochs": WARMUP_EPOCHS,
         "train.layer_decay": TRANSFORMER_DECAY if name.startswith(TRANSFORMERS) and mode != "lora" else 1.0,
     }
+
+
+def alike(a: Mapping[str, Any] | None, b: Mapping[str, Any]) -> bool:
+    """Whether two fingerprints describe the same kind of image (channels, modality, dimensions)."""
+    keys = ("channels", "modality", "spatial_dims")
+    return bool(a) and all(a.get(k) == b.get(k) for k in keys)
