@@ -34,7 +34,6 @@ from torch import nn
 
 from medsight.errors import InputFileError
 from medsight.models.stages import head_parameters
-from medsight.runtime.run_folder import read_plan
 from medsight.utils.hashing import file_sha256
 
 log = logging.getLogger(__name__)
@@ -259,12 +258,14 @@ def _misfit(model: nn.Module, state, target, new, mismatch, fit: float) -> str:
 
 def source_plan(source: Path) -> dict:
     """A medsight run folder's plan, or {} for a weights file (or an unreadable plan)."""
-    if not source.is_dir():
+    plan = source / "plan.json"
+    if not (source.is_dir() and plan.is_file()):
         return {}
     try:
-        return read_plan(source)
-    except (InputFileError, OSError):
+        found = json.loads(plan.read_text())
+    except (ValueError, OSError):
         return {}
+    return found if isinstance(found, dict) else {}
 
 
 def source_task(source: Path) -> str | None:
